@@ -1,0 +1,102 @@
+"""Settings, read once from the environment and an optional `.env` in the working directory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+
+import msgspec
+
+from trackstore.errors import INVALID, Error
+
+
+class Backend(StrEnum):
+    AWS = "aws"
+    MEMORY = "memory"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    aws_region: str = "us-east-1"
+    kinesis_stream_name: str = "transport-gps-stream-dev"
+    device_table_name: str = "transport-devices-dev"
+    location_table_name: str = "transport-locations-dev"
+    lease_table_name: str = "transport-leases-dev"
+    kinesis_batch_size: int = 100
+    location_ttl_days: int = 30
+    backend: Backend = Backend.AWS
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")
+    ) -> Settings:
+        """Settings from `environ` (default os.environ) over `dotenv`; Error(INVALID) when off."""
+        values = dict(read_dotenv(dotenv)) if dotenv is not None else {}
+        values.update(os.environ if environ is None else environ)
+        return cls(
+            aws_region=values.get("AWS_REGION") or values.get("AWS_DEFAULT_REGION") or "us-east-1",
+            kinesis_stream_name=_name(values, "KINESIS_STREAM_NAME", "transport-gps-stream-dev"),
+            device_table_name=_name(values, "DEVICE_TABLE_NAME", "transport-devices-dev"),
+            location_table_name=_name(values, "LOCATION_TABLE_NAME", "transport-locations-dev"),
+            lease_table_name=_name(values, "LEASE_TABLE_NAME", "transport-leases-dev"),
+            kinesis_batch_size=_int(values, "KINESIS_BATCH_SIZE", 100, 1, 10_000),
+            location_ttl_days=_int(values, "LOCATION_TTL_DAYS", 30, 1, 3650),
+            backend=_backend(values.get("TRACKSTORE_BACKEND", "aws")),
+            log_level=_log_level(values.get("LOG_LEVEL", "INFO")),
+        )
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """`KEY=value` lines of a .env file; `#` comments, `export ` prefixes and quotes allowed."""
+    if not path.is_file():
+        return {}
+    values: dict[str, str] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").strip()
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise Error(INVALID, f"{path}:{number}: expected KEY=value")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def _name(values: Mapping[str, str], key: str, default: str) -> str:
+    value = values.get(key, "").strip() or default
+    if not 1 <= len(value) <= 255:
+        raise Error(INVALID, f"{key} must be 1..255 characters")
+    return value
+
+
+def _int(values: Mapping[str, str], key: str, default: int, low: int, high: int) -> int:
+    raw = values.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        number = int(raw)
+    except ValueError:
+        raise Error(INVALID, f"{key} must be an integer, got {raw!r}") from None
+    if not low <= number <= high:
+        raise Error(INVALID, f"{key} must be between {low} and {high}, got {number}")
+    return number
+
+
+def _backend(raw: str) -> Backend:
+    try:
+        return Backend(raw.strip().lower() or "aws")
+    except ValueError:
+        raise Error(INVALID, f"TRACKSTORE_BACKEND must be 'aws' or 'memory', got {raw!r}") from None
+
+
+def _log_level(raw: str) -> str:
+    level = raw.strip().upper() or "INFO"
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise Error(INVALID, f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL: {raw!r}")
+    return level

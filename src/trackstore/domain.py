@@ -1,0 +1,121 @@
+"""Domain types and the pure rules that go with them: standard library and msgspec only."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Generic, TypeVar
+
+import msgspec
+
+from trackstore.errors import INVALID, Error
+
+DEVICE_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+ACTIVE_WINDOW_MS = 5 * 60 * 1000
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 100
+
+Scalar = str | int | float | bool | None
+T = TypeVar("T")
+
+
+class Location(msgspec.Struct, frozen=True, kw_only=True):
+    """One GPS position of one device. `timestamp` and `received_at` are epoch milliseconds."""
+
+    device_id: str
+    timestamp: int
+    latitude: float
+    longitude: float
+    speed: float | None = None  # km/h
+    heading: float | None = None  # degrees, 0 <= h < 360
+    altitude: float | None = None  # metres
+    accuracy: float | None = None  # metres
+    battery: float | None = None  # percent
+    attributes: dict[str, Scalar] | None = None
+    received_at: int
+
+
+class DeviceStatus(StrEnum):
+    REGISTERED = "registered"  # registered, never reported
+    ACTIVE = "active"  # reported within the last five minutes
+    INACTIVE = "inactive"
+
+
+class Device(msgspec.Struct, frozen=True, kw_only=True):
+    device_id: str
+    last_seen: int | None = None
+    last_location: Location | None = None
+    total_updates: int = 0
+    registered_at: int | None = None
+    name: str | None = None
+    metadata: dict[str, object] | None = None
+
+    def status(self, now_ms: int) -> DeviceStatus:
+        if self.last_seen is None:
+            return DeviceStatus.REGISTERED
+        if now_ms - self.last_seen <= ACTIVE_WINDOW_MS:
+            return DeviceStatus.ACTIVE
+        return DeviceStatus.INACTIVE
+
+
+class Order(StrEnum):
+    ASC = "asc"
+    DESC = "desc"
+
+
+class HistoryQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """A device's locations with start <= timestamp <= end (inclusive), one page at a time."""
+
+    device_id: str
+    start: int | None = None
+    end: int | None = None
+    limit: int = DEFAULT_PAGE_SIZE
+    order: Order = Order.ASC
+    token: str | None = None
+
+
+class Page(msgspec.Struct, Generic[T], frozen=True):
+    """One page of results; `next_token` is None on the last page."""
+
+    items: list[T]
+    next_token: str | None = None
+
+
+class StreamRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One (deaggregated) record as the stream delivered it."""
+
+    data: bytes
+    partition_key: str
+    shard_id: str
+    sequence_number: str
+    sub_sequence_number: int = 0
+    arrival_ms: int  # when the stream accepted it: the location's receivedAt
+
+
+class DeviceActivity(msgspec.Struct, frozen=True, kw_only=True):
+    """What one ingested batch did to one device, split by what the device had already seen.
+
+    `fresh` are the new locations newer than `previous_last_seen`: nothing can have stored them yet,
+    so they are counted without a per-item check. `late` are at or before it and count only if
+    they were not stored before (a replay or a producer's resend).
+    """
+
+    device_id: str
+    previous_last_seen: int | None
+    fresh: tuple[Location, ...]
+    late: tuple[Location, ...]
+
+
+def check_device_id(device_id: str) -> str:
+    if not DEVICE_ID_PATTERN.fullmatch(device_id):
+        raise Error(
+            INVALID,
+            "device id must be 1..128 characters of A-Z a-z 0-9 . _ : -",
+        )
+    return device_id
+
+
+def check_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise Error(INVALID, f"limit must be between 1 and {MAX_PAGE_SIZE}")
+    return limit

@@ -1,0 +1,177 @@
+"""Location and device repositories over one in-process store.
+
+Both repositories share a MemoryStore because, as with DynamoDB, a late location is stored and
+counted on its device in one atomic step. Nothing here awaits between reading and writing, so
+every method is atomic on the event loop.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Collection, Sequence
+
+import msgspec
+
+from trackstore.domain import Device, DeviceActivity, HistoryQuery, Location, Order, Page
+from trackstore.errors import CONFLICT, INVALID, UNAVAILABLE, Error
+from trackstore.paging import decode_token, encode_token
+
+
+class _Track:
+    """One device's locations, kept sorted by timestamp."""
+
+    __slots__ = ("by_time", "times")
+
+    def __init__(self) -> None:
+        self.times: list[int] = []
+        self.by_time: dict[int, Location] = {}
+
+    def put(self, location: Location) -> bool:
+        """Stores the location; True when its timestamp was not stored before."""
+        new = location.timestamp not in self.by_time
+        if new:
+            bisect.insort(self.times, location.timestamp)
+        self.by_time[location.timestamp] = location
+        return new
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.tracks: dict[str, _Track] = {}
+        self.devices: dict[str, Device] = {}
+        self.available = True  # tests switch it off to see how callers cope with an outage
+
+    def check(self) -> None:
+        if not self.available:
+            raise Error(UNAVAILABLE, "memory store is switched off", retry_after=1)
+
+    def track(self, device_id: str) -> _Track:
+        track = self.tracks.get(device_id)
+        if track is None:
+            track = self.tracks[device_id] = _Track()
+        return track
+
+
+class MemoryLocationRepository:
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+
+    async def put_many(self, locations: Sequence[Location]) -> None:
+        self._store.check()
+        for location in locations:
+            self._store.track(location.device_id).put(location)
+
+    async def history(self, query: HistoryQuery) -> Page[Location]:
+        self._store.check()
+        scope = f"memory:locations:{query.device_id}:{query.order.value}"
+        track = self._store.tracks.get(query.device_id)
+        times = track.times if track else []
+        low = -(2**63) if query.start is None else query.start
+        high = 2**63 if query.end is None else query.end
+        lo = bisect.bisect_left(times, low)
+        hi = bisect.bisect_right(times, high)
+        if query.token is not None:
+            after = _int_key(decode_token(query.token, scope), "t")
+            if query.order is Order.ASC:
+                lo = max(lo, bisect.bisect_right(times, after))
+            else:
+                hi = min(hi, bisect.bisect_left(times, after))
+        window = times[lo:hi] if query.order is Order.ASC else times[lo:hi][::-1]
+        chosen = window[: query.limit]
+        token = None
+        if len(window) > query.limit:
+            token = encode_token(scope, {"t": chosen[-1]})
+        items = [track.by_time[t] for t in chosen] if track else []
+        return Page(items=items, next_token=token)
+
+    async def latest(self, device_id: str) -> Location | None:
+        self._store.check()
+        track = self._store.tracks.get(device_id)
+        if not track or not track.times:
+            return None
+        return track.by_time[track.times[-1]]
+
+    async def ping(self) -> None:
+        self._store.check()
+
+
+class MemoryDeviceRepository:
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+
+    async def last_seen(self, device_ids: Collection[str]) -> dict[str, int]:
+        self._store.check()
+        seen: dict[str, int] = {}
+        for device_id in device_ids:
+            device = self._store.devices.get(device_id)
+            if device is not None and device.last_seen is not None:
+                seen[device_id] = device.last_seen
+        return seen
+
+    async def apply_activity(self, activities: Sequence[DeviceActivity]) -> None:
+        self._store.check()
+        moved: list[str] = []
+        for activity in activities:
+            device = self._store.devices.get(activity.device_id) or Device(
+                device_id=activity.device_id
+            )
+            if activity.fresh:
+                if device.last_seen != activity.previous_last_seen:
+                    moved.append(activity.device_id)
+                    continue
+                newest = max(activity.fresh, key=lambda loc: loc.timestamp)
+                device = msgspec.structs.replace(
+                    device,
+                    last_seen=newest.timestamp,
+                    last_location=newest,
+                    total_updates=device.total_updates + len(activity.fresh),
+                )
+            track = self._store.track(activity.device_id)
+            added = sum(track.put(location) for location in activity.late)
+            if added:
+                device = msgspec.structs.replace(device, total_updates=device.total_updates + added)
+            self._store.devices[activity.device_id] = device
+        if moved:
+            raise Error(CONFLICT, f"lastSeen moved under this batch for {', '.join(moved)}")
+
+    async def get(self, device_id: str) -> Device | None:
+        self._store.check()
+        return self._store.devices.get(device_id)
+
+    async def list(self, limit: int, token: str | None) -> Page[Device]:
+        self._store.check()
+        scope = "memory:devices"
+        ids = sorted(self._store.devices)
+        start = 0
+        if token is not None:
+            after = decode_token(token, scope).get("after")
+            if not isinstance(after, str):
+                raise Error(INVALID, "next_token is not valid")
+            start = bisect.bisect_right(ids, after)
+        chosen = ids[start : start + limit]
+        more = start + limit < len(ids)
+        return Page(
+            items=[self._store.devices[i] for i in chosen],
+            next_token=encode_token(scope, {"after": chosen[-1]}) if more else None,
+        )
+
+    async def register(
+        self, device_id: str, name: str | None, metadata: dict[str, object] | None, now_ms: int
+    ) -> Device:
+        self._store.check()
+        device = self._store.devices.get(device_id) or Device(device_id=device_id)
+        if device.registered_at is not None:
+            raise Error(CONFLICT, f"device {device_id} is already registered")
+        device = msgspec.structs.replace(device, registered_at=now_ms, name=name, metadata=metadata)
+        self._store.devices[device_id] = device
+        return device
+
+    async def ping(self) -> None:
+        self._store.check()
+
+
+def _int_key(key: dict[str, object], name: str) -> int:
+    value = key.get(name)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise Error(INVALID, "next_token is not valid")
+    return value

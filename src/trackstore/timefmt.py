@@ -1,0 +1,59 @@
+"""Time values as TrackStore sees them: integer epoch milliseconds inside, ISO-8601 at the edges."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+# A number below this is epoch seconds, otherwise epoch milliseconds (the contract's rule):
+# 10^11 seconds is the year 5138, 10^11 milliseconds is 1973.
+EPOCH_SECONDS_LIMIT = 10**11
+
+DAY_MS = 86_400_000
+
+
+def epoch_to_ms(value: float) -> int:
+    """Epoch seconds or milliseconds (told apart by magnitude) to integer milliseconds."""
+    if not math.isfinite(value):
+        raise ValueError("timestamp is not a finite number")
+    if abs(value) < EPOCH_SECONDS_LIMIT:
+        return round(value * 1000)
+    return round(value)
+
+
+def parse_iso(text: str) -> int:
+    """An ISO-8601 date-time with a UTC offset (`Z` or `+hh:mm`) to epoch milliseconds."""
+    text = text.strip()
+    if len(text) < 16 or text[10] not in "Tt ":
+        raise ValueError(f"not an ISO-8601 date-time: {text!r}")
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"not an ISO-8601 date-time: {text!r}") from None
+    if moment.tzinfo is None:
+        raise ValueError(f"ISO-8601 date-time needs a UTC offset (Z or +hh:mm): {text!r}")
+    return _datetime_to_ms(moment)
+
+
+def parse_time(text: str) -> int:
+    """A query parameter's time: ISO-8601 with offset, or epoch milliseconds as digits."""
+    stripped = text.strip()
+    if stripped.lstrip("-").isdigit():
+        return int(stripped)
+    return parse_iso(stripped)
+
+
+def format_ms(ms: int) -> str:
+    """Epoch milliseconds to `2026-11-28T12:00:00.123Z`."""
+    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def utc_date(ms: int) -> str:
+    """`YYYY-MM-DD` (UTC) of epoch milliseconds."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d")
+
+
+def _datetime_to_ms(moment: datetime) -> int:
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return delta.days * DAY_MS + delta.seconds * 1000 + delta.microseconds // 1000
