@@ -86,7 +86,7 @@ class RecordDecoder:
     def _location(self, record: StreamRecord, now_ms: int) -> Location:
         try:
             raw = _json_decode(record.data)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise _Reject(Reason.NOT_JSON, f"data is not UTF-8 JSON: {exc}") from None
         if not isinstance(raw, dict):
             raise _Reject(Reason.NOT_AN_OBJECT, "data is JSON but not an object")
@@ -148,7 +148,10 @@ def _number(value: Any, reason: Reason, name: str) -> float:
     # bool is an int in Python but never a coordinate.
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _Reject(reason, f"{name} must be a number")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer literal too large for a double
+        raise _Reject(reason, f"{name} is out of range") from None
     if not math.isfinite(number):
         raise _Reject(reason, f"{name} must be a finite number")
     return number
@@ -163,7 +166,7 @@ def _timestamp(value: Any) -> int:
         if isinstance(value, str):
             text = value.strip()
             # Some producers send epoch time as a string; its digits cannot be mistaken for a date.
-            if text.replace(".", "", 1).isdigit():
+            if text.isascii() and text.replace(".", "", 1).isdigit():
                 return epoch_to_ms(float(text))
             return parse_iso(text)
         raise ValueError("must be an ISO-8601 string or epoch number")

@@ -38,7 +38,10 @@ def parse_iso(text: str) -> int:
 def parse_time(text: str) -> int:
     """A query parameter's time: ISO-8601 with offset, or epoch milliseconds as digits."""
     stripped = text.strip()
-    if stripped.lstrip("-").isdigit():
+    digits = stripped.removeprefix("-")
+    if digits.isascii() and digits.isdigit():
+        if len(digits) > 15:  # beyond year 33658: not a time anyone means
+            raise ValueError(f"epoch milliseconds out of range: {text!r}")
         return int(stripped)
     return parse_iso(stripped)
 

@@ -1,0 +1,182 @@
+"""`trackstore serve|consume|demo|init|simulate`: parse flags, wire the container, run, exit cleanly."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+import msgspec
+
+from trackstore import __version__
+from trackstore.config import Backend, Settings
+from trackstore.container import Container, build_container
+from trackstore.errors import Error
+from trackstore.demo import run_demo
+from trackstore.logs import configure_logging
+from trackstore.serving import serve_http, stop_on_signals
+from trackstore.web import create_app
+
+log = logging.getLogger("trackstore")
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # a dependency failed or is unreachable
+EXIT_USAGE = 2  # bad flags or configuration
+
+
+class CommandError(Exception):
+    """A one-line message for the user and the exit code to go with it."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trackstore",
+        description="GPS positions of a vehicle fleet: Kinesis in, DynamoDB behind, REST out. "
+        "Configuration comes from the environment and ./.env (see README).",
+    )
+    parser.add_argument("--version", action="version", version=f"trackstore {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the REST API", description="Run the REST API.")
+    _add_listen_flags(serve)
+
+    commands.add_parser(
+        "consume",
+        help="read the stream into the tables until SIGTERM/SIGINT",
+        description="Read the Kinesis stream and write the tables until SIGTERM/SIGINT; then "
+        "finish the batch in hand, checkpoint, release leases and exit 0.",
+    )
+
+    demo = commands.add_parser(
+        "demo",
+        help="the whole pipeline in one process, no AWS account needed",
+        description="Simulated fleet -> stream -> consumer -> repositories -> API, in memory.",
+    )
+    _add_listen_flags(demo)
+    demo.add_argument("--devices", type=_positive_int, default=50, help="vehicles (default 50)")
+    demo.add_argument(
+        "--rate", type=_positive_float, default=50.0, help="records per second (default 50)"
+    )
+
+    commands.add_parser(
+        "init",
+        help="create the stream, tables and lease table when missing",
+        description="Create the stream, the two tables (GSI, TTL) and the lease table when "
+        "missing. Safe to run twice.",
+    )
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="publish synthetic GPS records to the stream",
+        description="Publish synthetic GPS records (moving vehicles) with PutRecords.",
+    )
+    simulate.add_argument("--devices", type=_positive_int, required=True, help="vehicles")
+    simulate.add_argument("--rate", type=_positive_float, required=True, help="records/second")
+    simulate.add_argument(
+        "--duration", type=_positive_float, default=None, help="seconds (default: until stopped)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        configure_logging(settings.log_level)
+        container = build_container(settings)
+        return asyncio.run(_run(args, container, settings))
+    except Error as error:
+        return _fail(error.message, EXIT_USAGE if error.code.value == "invalid" else EXIT_FAILED)
+    except CommandError as error:
+        return _fail(str(error), error.code)
+    except OSError as error:
+        return _fail(str(error), EXIT_FAILED)
+
+
+async def _run(args: argparse.Namespace, container: Container, settings: Settings) -> int:
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    command: Coroutine[Any, Any, None]
+    if args.command == "demo":
+        # The demo is the no-AWS tour: memory adapters whatever TRACKSTORE_BACKEND says.
+        container = build_container(_with_backend(settings, Backend.MEMORY))
+        command = run_demo(container, args.host, args.port, args.devices, args.rate, stop)
+    elif args.command == "serve":
+        _require_aws_later(settings, "serve")
+        command = serve_http(create_app(container), args.host, args.port, stop)
+    elif args.command == "consume":
+        if settings.backend is Backend.MEMORY:
+            raise CommandError(
+                "consume reads a Kinesis stream; with TRACKSTORE_BACKEND=memory there is none "
+                "(try `trackstore demo`)",
+                EXIT_USAGE,
+            )
+        _require_aws_later(settings, "consume")
+        return EXIT_OK
+    elif args.command == "init":
+        if settings.backend is Backend.MEMORY:
+            print("TRACKSTORE_BACKEND=memory: nothing to create")
+            return EXIT_OK
+        _require_aws_later(settings, "init")
+        return EXIT_OK
+    else:
+        _require_aws_later(settings, "simulate")
+        return EXIT_OK
+    await command
+    return EXIT_OK
+
+
+def _require_aws_later(settings: Settings, command: str) -> None:
+    if settings.backend is Backend.AWS:
+        raise CommandError(
+            f"`trackstore {command}` with TRACKSTORE_BACKEND=aws needs the Kinesis and DynamoDB "
+            "adapters, which this build does not have yet; use TRACKSTORE_BACKEND=memory or "
+            "`trackstore demo`",
+            EXIT_USAGE,
+        )
+
+
+def _with_backend(settings: Settings, backend: Backend) -> Settings:
+    return msgspec.structs.replace(settings, backend=backend)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"trackstore: error: {message}", file=sys.stderr)
+    return code
+
+
+def _add_listen_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    parser.add_argument("--port", type=_port, default=8000, help="port to listen on (8000)")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0..65535, got {value}")
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""BatchWriteItem done right: duplicates removed, chunks of 25 sent concurrently with a bound,
+UnprocessedItems retried with capped exponential backoff and jitter until a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from trackstore.backoff import Backoff
+from trackstore.dynamodb.client import translate
+from trackstore.dynamodb.items import Item
+from trackstore.errors import UNAVAILABLE, Error
+
+MAX_BATCH_ITEMS = 25  # DynamoDB's limit per BatchWriteItem
+
+
+class BatchWriter:
+    def __init__(
+        self,
+        client: Any,
+        table: str,
+        key: Callable[[Item], tuple[str, ...]],
+        concurrency: int = 8,
+        deadline_s: float = 20.0,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self._client = client
+        self._table = table
+        self._key = key
+        self._limit = asyncio.Semaphore(concurrency)
+        self._deadline_s = deadline_s
+        self._backoff = backoff or Backoff(base=0.05, cap=2.0)
+        self.retries = 0  # UnprocessedItems rounds, for metrics and tests
+
+    async def put(self, items: Sequence[Item]) -> None:
+        """Writes every item or raises Error(UNAVAILABLE); a repeated key keeps its last item,
+        since DynamoDB refuses a batch that names one key twice."""
+        unique = list({self._key(item): item for item in items}.values())
+        if not unique:
+            return
+        deadline = time.monotonic() + self._deadline_s
+        chunks = [unique[i : i + MAX_BATCH_ITEMS] for i in range(0, len(unique), MAX_BATCH_ITEMS)]
+        await asyncio.gather(*(self._write_chunk(chunk, deadline) for chunk in chunks))
+
+    async def _write_chunk(self, chunk: list[Item], deadline: float) -> None:
+        requests: list[dict[str, Any]] = [{"PutRequest": {"Item": item}} for item in chunk]
+        attempt = 0
+        while requests:
+            async with self._limit:
+                try:
+                    response = await self._client.batch_write_item(
+                        RequestItems={self._table: requests}
+                    )
+                except Exception as exc:
+                    error = translate(exc, f"write to {self._table}")
+                    if error.code is not UNAVAILABLE or time.monotonic() > deadline:
+                        raise error from exc
+                    response = {"UnprocessedItems": {self._table: requests}}
+            requests = response.get("UnprocessedItems", {}).get(self._table, [])
+            if not requests:
+                return
+            attempt += 1
+            self.retries += 1
+            delay = self._backoff.delay(attempt)
+            if time.monotonic() + delay > deadline:
+                raise Error(
+                    UNAVAILABLE,
+                    f"{len(requests)} items to {self._table} still unprocessed at the deadline",
+                    retry_after=1,
+                )
+            await asyncio.sleep(delay)

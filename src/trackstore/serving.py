@@ -1,0 +1,58 @@
+"""Process plumbing shared by the long-running commands: graceful stop on SIGTERM/SIGINT, and an
+HTTP server that stops when told to instead of re-raising the signal that stopped it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+from collections.abc import Generator
+
+import uvicorn
+from litestar import Litestar
+
+
+class _QuietServer(uvicorn.Server):
+    # uvicorn re-raises the signal it caught after shutdown, which would turn a clean stop into
+    # "killed by SIGTERM"; the caller handles signals instead and sets should_exit.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """SIGTERM (what ECS sends) and SIGINT set `stop`; a second SIGINT is not special-cased."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def serve_http(app: Litestar, host: str, port: int, stop: asyncio.Event) -> None:
+    """Serves `app` until `stop` is set, then drains open requests and returns.
+
+    Raises OSError when the address cannot be bound (port in use, unknown host).
+    """
+    # Bound here rather than by uvicorn, which reports a busy port by exiting the process.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    server = _QuietServer(
+        uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
+    )
+
+    async def watch() -> None:
+        await stop.wait()
+        server.should_exit = True
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        watcher.cancel()
+        sock.close()

@@ -1,0 +1,125 @@
+"""The Litestar application factory: routes, dependencies, error handling, OpenAPI, metrics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.enums import ScopeType
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.openapi.spec import Tag
+from litestar.types import (
+    LifeSpanReceive,
+    LifeSpanScope,
+    LifeSpanSend,
+    Message,
+    Receive,
+    Scope,
+    Send,
+)
+
+import trackstore
+from trackstore.container import Container
+from trackstore.metrics import Metrics
+from trackstore.web.devices import get_device, list_devices, register_device
+from trackstore.web.locations import latest_location, location_history
+from trackstore.web.problems import EXCEPTION_HANDLERS
+from trackstore.web.system import OPENAPI_PATH, health, index, metrics_text
+
+Lifespan = Callable[[Litestar], AbstractAsyncContextManager[Any]] | AbstractAsyncContextManager[Any]
+
+ROUTES = [
+    index,
+    health,
+    metrics_text,
+    location_history,
+    latest_location,
+    list_devices,
+    get_device,
+    register_device,
+]
+UNMATCHED_ROUTE = "unmatched"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class _MeteredLitestar(Litestar):
+    """Litestar that counts and times every HTTP request by route template.
+
+    Litestar runs its middleware only after routing, so requests for unknown routes or with a
+    wrong method would go uncounted there; wrapping the application entry point sees them all.
+    """
+
+    def __init__(self, *, metrics: Metrics, **config: Any) -> None:
+        super().__init__(**config)
+        self._http_requests = metrics.http_requests
+        self._http_seconds = metrics.http_seconds
+
+    async def __call__(
+        self,
+        scope: Scope | LifeSpanScope,
+        receive: Receive | LifeSpanReceive,
+        send: Send | LifeSpanSend,
+    ) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await super().__call__(scope, receive, send)
+            return
+        http_send: Send = send  # type: ignore[assignment]  # an "http" scope comes with its send
+        started = time.perf_counter()
+        status = 500  # if nothing is ever sent, the client saw a failure
+
+        async def send_and_note_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await http_send(message)
+
+        try:
+            await super().__call__(scope, receive, send_and_note_status)
+        finally:
+            self._record(scope, status, time.perf_counter() - started)
+
+    def _record(self, scope: Mapping[str, Any], status: int, seconds: float) -> None:
+        # The template, never the raw path: one series per route, not one per device.
+        route = scope.get("path_template") or UNMATCHED_ROUTE
+        method = scope.get("method", "")
+        if method not in _METHODS:
+            method = "OTHER"  # arbitrary method names must not create series
+        self._http_requests.labels(route=route, method=method, status=str(status)).inc()
+        self._http_seconds.labels(route=route, method=method).observe(seconds)
+
+
+def create_app(container: Container, lifespan: Sequence[Lifespan] | None = None) -> Litestar:
+    """The REST API over `container`'s TrackService; `lifespan` wraps the app's life (clients)."""
+    metrics: Metrics = container.metrics()
+    return _MeteredLitestar(
+        metrics=metrics,
+        route_handlers=ROUTES,
+        dependencies={
+            "service": Provide(lambda: container.service(), sync_to_thread=False),
+            "metrics": Provide(lambda: metrics, sync_to_thread=False),
+        },
+        exception_handlers=EXCEPTION_HANDLERS,
+        openapi_config=OpenAPIConfig(
+            title="TrackStore",
+            version=trackstore.__version__,
+            description="GPS locations of a vehicle fleet: history, latest position, devices.",
+            path=OPENAPI_PATH,
+            render_plugins=[ScalarRenderPlugin()],
+            tags=[
+                Tag(name="locations", description="Where devices have been"),
+                Tag(name="devices", description="Devices, their status and registration"),
+                Tag(name="system", description="Service information and health"),
+            ],
+        ),
+        state=State({"container": container}),
+        lifespan=list(lifespan or []),
+        # Logging belongs to the process (JSON lines, see telemetry); Litestar must not
+        # reconfigure it. Unexpected errors are logged by the 500 handler.
+        logging_config=None,
+    )

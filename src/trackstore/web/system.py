@@ -1,0 +1,72 @@
+"""Service information, health and metrics: what operators and load balancers call."""
+
+from __future__ import annotations
+
+from litestar import Response, get
+from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
+
+import trackstore
+from trackstore.metrics import CONTENT_TYPE, Metrics
+from trackstore.service import TrackService
+from trackstore.web.problems import retry_after_header
+from trackstore.web.wire import HealthOut, IndexOut, LinksOut
+
+OPENAPI_PATH = "/schema"
+
+
+@get("/", operation_id="getServiceInfo", tags=["system"], summary="Service name, version, links")
+async def index() -> IndexOut:
+    return IndexOut(
+        service="trackstore",
+        version=trackstore.__version__,
+        links=LinksOut(
+            health="/health",
+            metrics="/metrics",
+            openapi=f"{OPENAPI_PATH}/openapi.json",
+            devices="/devices",
+            device="/devices/{device_id}",
+            register="/devices/{device_id}/register",
+            locations="/locations/{device_id}",
+            latest="/locations/{device_id}/latest",
+        ),
+    )
+
+
+@get(
+    "/health",
+    operation_id="getHealth",
+    tags=["system"],
+    summary="Whether the stores answer",
+    description="200 when every dependency answers, else 503 naming the failing checks.",
+    responses={
+        503: ResponseSpec(
+            data_container=HealthOut,
+            description="A dependency is down; retry after the Retry-After header's seconds",
+            generate_examples=False,
+        )
+    },
+)
+async def health(service: NamedDependency[TrackService]) -> Response[HealthOut]:
+    checks = await service.health()
+    failing = any(message is not None for message in checks.values())
+    body = HealthOut(
+        status="unavailable" if failing else "ok",
+        checks={name: "ok" if message is None else message for name, message in checks.items()},
+    )
+    if failing:
+        return Response(body, status_code=503, headers={"Retry-After": retry_after_header(None)})
+    return Response(body)
+
+
+# Prometheus text is no JSON API and Prometheus documents it: kept out of the OpenAPI document.
+@get(
+    "/metrics",
+    operation_id="getMetrics",
+    tags=["system"],
+    summary="Prometheus text exposition",
+    include_in_schema=False,
+)
+async def metrics_text(metrics: NamedDependency[Metrics]) -> Response[bytes]:
+    # A header, not media_type: Litestar would append a second charset to a text/* media type.
+    return Response(metrics.render(), headers={"Content-Type": CONTENT_TYPE})
