@@ -1,4 +1,4 @@
-"""`trackstore serve|consume|demo|init|simulate`: parse flags, wire the container, run, exit cleanly."""
+"""`trackstore serve|consume|demo|init|simulate`: parse flags, wire, run, exit cleanly."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import msgspec
 from trackstore import __version__
 from trackstore.config import Backend, Settings
 from trackstore.container import Container, build_container
-from trackstore.errors import Error
 from trackstore.demo import run_demo
+from trackstore.errors import Error
 from trackstore.logs import configure_logging
 from trackstore.serving import serve_http, stop_on_signals
 from trackstore.web import create_app

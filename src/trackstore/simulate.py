@@ -1,4 +1,4 @@
-"""A synthetic fleet driving a street grid at plausible speeds, for the demo, `simulate` and benchmarks.
+"""A synthetic fleet driving a street grid at plausible speeds: demo, `simulate`, benchmarks.
 
 Vehicles follow a Manhattan-like grid of roads around a city centre: at each junction they go on,
 turn or (rarely) turn back, and their speed eases towards a limit that depends on the road. With the
