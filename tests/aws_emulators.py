@@ -49,9 +49,7 @@ def ensure_node_modules() -> Path:
     if not (modules / "dynalite").is_dir() or not (modules / "kinesis-local").is_dir():
         npm = shutil.which("npm")
         if npm is None:
-            raise RuntimeError(
-                "npm is needed to install the test emulators (dynalite, kinesis-local)"
-            )
+            raise RuntimeError("npm is needed to install dynalite and kinesis-local")
         subprocess.run(
             [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
             cwd=EMULATORS_DIR,
