@@ -101,7 +101,11 @@ def dynalite() -> Iterator[str]:
     modules = ensure_node_modules()
     port = free_port()
     with _node_process(
-        [str(modules / "dynalite" / "cli.js"), "--host", "127.0.0.1", "--port", str(port)],
+        [
+            str(modules / "dynalite" / "cli.js"),
+            *("--host", "127.0.0.1", "--port", str(port)),
+            *("--createTableMs", "0", "--deleteTableMs", "0", "--updateTableMs", "0"),
+        ],
         EMULATORS_DIR,
         port,
         {},

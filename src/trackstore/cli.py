@@ -17,6 +17,7 @@ from trackstore.container import Container, build_container
 from trackstore.demo import run_demo
 from trackstore.errors import Error
 from trackstore.logs import configure_logging
+from trackstore.provision import provision
 from trackstore.serving import serve_http, stop_on_signals
 from trackstore.web import create_app
 
@@ -65,11 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate", type=_positive_float, default=50.0, help="records per second (default 50)"
     )
 
-    commands.add_parser(
+    init = commands.add_parser(
         "init",
         help="create the stream, tables and lease table when missing",
         description="Create the stream, the two tables (GSI, TTL) and the lease table when "
-        "missing. Safe to run twice.",
+        "missing. Safe to run twice. For local emulators and dev accounts.",
+    )
+    init.add_argument(
+        "--shards", type=_positive_int, default=4, help="shards of a new stream (default 4)"
     )
 
     simulate = commands.add_parser(
@@ -109,7 +113,6 @@ async def _run(args: argparse.Namespace, container: Container, settings: Setting
         container = build_container(_with_backend(settings, Backend.MEMORY))
         command = run_demo(container, args.host, args.port, args.devices, args.rate, stop)
     elif args.command == "serve":
-        _require_aws_later(settings, "serve")
         command = serve_http(create_app(container), args.host, args.port, stop)
     elif args.command == "consume":
         if settings.backend is Backend.MEMORY:
@@ -124,8 +127,7 @@ async def _run(args: argparse.Namespace, container: Container, settings: Setting
         if settings.backend is Backend.MEMORY:
             print("TRACKSTORE_BACKEND=memory: nothing to create")
             return EXIT_OK
-        _require_aws_later(settings, "init")
-        return EXIT_OK
+        command = provision(settings, args.shards, say=lambda line: print(line, flush=True))
     else:
         _require_aws_later(settings, "simulate")
         return EXIT_OK

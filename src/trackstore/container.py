@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
 from dependency_injector import containers, providers
 
 from trackstore.clock import wall_clock_ms
-from trackstore.config import Settings
+from trackstore.config import Backend, Settings
+from trackstore.dynamodb import DynamoDeviceRepository, DynamoLocationRepository, dynamodb_client
 from trackstore.memory import (
     MemoryDeviceRepository,
     MemoryLocationRepository,
@@ -17,6 +23,7 @@ from trackstore.metrics import Metrics
 from trackstore.service import TrackService
 
 MEMORY_SHARDS = 4
+T = TypeVar("T")
 
 
 def _backend(settings: Settings) -> str:
@@ -27,16 +34,31 @@ class Container(containers.DeclarativeContainer):
     settings = providers.Dependency(instance_of=Settings)
     clock = providers.Object(wall_clock_ms)
     metrics = providers.Singleton(Metrics)
+    backend = providers.Callable(_backend, settings)
 
     memory_store = providers.Singleton(MemoryStore)
     memory_stream = providers.Singleton(MemoryStream, shard_count=MEMORY_SHARDS, clock=clock)
 
-    backend = providers.Callable(_backend, settings)
+    # One client per process, opened by init_resources() and closed by shutdown_resources().
+    dynamodb = providers.Resource(dynamodb_client, region=settings.provided.aws_region)
+
     locations = providers.Selector(
-        backend, memory=providers.Singleton(MemoryLocationRepository, store=memory_store)
+        backend,
+        memory=providers.Singleton(MemoryLocationRepository, store=memory_store),
+        aws=providers.Singleton(
+            DynamoLocationRepository,
+            client=dynamodb,
+            table=settings.provided.location_table_name,
+            ttl_days=settings.provided.location_ttl_days,
+            date_shards=settings.provided.location_date_shards,
+        ),
     )
     devices = providers.Selector(
-        backend, memory=providers.Singleton(MemoryDeviceRepository, store=memory_store)
+        backend,
+        memory=providers.Singleton(MemoryDeviceRepository, store=memory_store),
+        aws=providers.Singleton(
+            DynamoDeviceRepository, client=dynamodb, table=settings.provided.device_table_name
+        ),
     )
     stream_source = providers.Selector(
         backend,
@@ -58,4 +80,24 @@ class Container(containers.DeclarativeContainer):
 def build_container(settings: Settings) -> Container:
     container = Container()
     container.settings.override(settings)
+    if settings.backend is Backend.MEMORY:
+        # Nothing opens an AWS client for a process that never talks to AWS.
+        container.dynamodb.override(providers.Object(None))
     return container
+
+
+async def resolve(value: T | Any) -> T:
+    """A provider's result: providers that depend on an async resource hand out awaitables."""
+    if inspect.isawaitable(value):
+        return await value  # type: ignore[no-any-return]
+    return value
+
+
+@asynccontextmanager
+async def resources(container: Container) -> AsyncIterator[Container]:
+    """Opens the container's long-lived clients for the life of the block."""
+    await resolve(container.init_resources())
+    try:
+        yield container
+    finally:
+        await resolve(container.shutdown_resources())

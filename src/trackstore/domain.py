@@ -74,6 +74,15 @@ class HistoryQuery(msgspec.Struct, frozen=True, kw_only=True):
     token: str | None = None
 
 
+class WindowQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """Every device's locations with start <= timestamp <= end, oldest first, page by page."""
+
+    start: int
+    end: int
+    limit: int = DEFAULT_PAGE_SIZE
+    token: str | None = None
+
+
 class Page(msgspec.Struct, Generic[T], frozen=True):
     """One page of results; `next_token` is None on the last page."""
 
@@ -92,18 +101,43 @@ class StreamRecord(msgspec.Struct, frozen=True, kw_only=True):
     arrival_ms: int  # when the stream accepted it: the location's receivedAt
 
 
-class DeviceActivity(msgspec.Struct, frozen=True, kw_only=True):
-    """What one ingested batch did to one device, split by what the device had already seen.
+def stream_position(sequence_number: str, sub_sequence_number: int) -> str:
+    """A record's place in its stream as one string: `sequence/sub-sequence`."""
+    return f"{sequence_number}/{sub_sequence_number}"
 
-    `fresh` are the new locations newer than `previous_last_seen`: nothing can have stored them yet,
-    so they are counted without a per-item check. `late` are at or before it and count only if
-    they were not stored before (a replay or a producer's resend).
-    """
+
+def position_order(position: str) -> tuple[int, int]:
+    """Sort key of a stream position: Kinesis sequence numbers are decimal integers that grow
+    with time for one partition key, across resharding too."""
+    sequence, _, sub = position.partition("/")
+    return int(sequence), int(sub or 0)
+
+
+class Arrival(msgspec.Struct, frozen=True):
+    """A location and the stream position of the record that carried it."""
+
+    location: Location
+    position: str
+
+
+class DeviceMark(msgspec.Struct, frozen=True, kw_only=True):
+    """How far a device's activity has been applied: its `lastSeen`, and the stream position up
+    to which its records have been counted (`None` before the first, or for items written by the
+    service TrackStore replaces)."""
+
+    last_seen: int | None = None
+    applied_through: str | None = None
+
+
+class DeviceActivity(msgspec.Struct, frozen=True, kw_only=True):
+    """What one ingested batch does to one device: applied only if the device's mark is still
+    `expected` (what the batch read), so a batch applies at most once."""
 
     device_id: str
-    previous_last_seen: int | None
-    fresh: tuple[Location, ...]
-    late: tuple[Location, ...]
+    expected: DeviceMark | None
+    newest: Location | None  # set when it is newer than expected.last_seen
+    added: int  # distinct locations this batch stored for the first time
+    applied_through: str  # the position of the device's last record in this batch
 
 
 def check_device_id(device_id: str) -> str:

@@ -42,5 +42,8 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # uvicorn's access log repeats what the request metrics already count.
-    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # uvicorn's access log repeats what the request metrics already count, and botocore's INFO
+    # lines (credentials found, endpoint chosen) repeat on every client.
+    quiet = max(logging.WARNING, logging.getLevelName(level))
+    for name in ("uvicorn.access", "botocore", "aiobotocore"):
+        logging.getLogger(name).setLevel(quiet)

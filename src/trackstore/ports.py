@@ -9,7 +9,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Collection, Sequence
 from typing import Protocol, runtime_checkable
 
-from trackstore.domain import Device, DeviceActivity, HistoryQuery, Location, Page, StreamRecord
+from trackstore.domain import (
+    Arrival,
+    Device,
+    DeviceActivity,
+    DeviceMark,
+    HistoryQuery,
+    Location,
+    Page,
+    StreamRecord,
+    WindowQuery,
+)
 
 
 @runtime_checkable
@@ -47,15 +57,29 @@ class LocationRepository(Protocol):
         """Stores locations, keyed by (device_id, timestamp); storing a key again overwrites it,
         so a replay changes nothing. Either raises or has stored every one."""
 
+    async def put_new(self, arrivals: Sequence[Arrival]) -> list[Location]:
+        """Stores each location whose key is not stored yet, remembering the arrival's position;
+        a key already stored from another position is left as it is (the first write wins).
+
+        Returns the locations that count as new: stored now, or stored earlier from this same
+        position (by an attempt of this batch that did not finish). Either raises or has
+        decided every one.
+        """
+
     async def history(self, query: HistoryQuery) -> Page[Location]:
         """Locations of one device inside the query's inclusive window, in the query's order.
 
-        Expired locations (older than the retention period) never appear. Raises Error(INVALID)
+        The window is taken as given: TrackService clamps it to the retention period, since
+        expired items linger until DynamoDB's TTL sweeper deletes them. Raises Error(INVALID)
         when the query's token is malformed or belongs to another device or order.
         """
 
+    async def window(self, query: WindowQuery) -> Page[Location]:
+        """Every device's locations inside the inclusive window, ordered by (timestamp,
+        device_id). Raises Error(INVALID) when the token is malformed or foreign."""
+
     async def latest(self, device_id: str) -> Location | None:
-        """The newest retained location of the device, or None."""
+        """The newest stored location of the device, or None."""
 
     async def ping(self) -> None:
         """Returns when the store answers; raises Error(UNAVAILABLE) when it does not."""
@@ -63,20 +87,17 @@ class LocationRepository(Protocol):
 
 @runtime_checkable
 class DeviceRepository(Protocol):
-    async def last_seen(self, device_ids: Collection[str]) -> dict[str, int]:
-        """The `lastSeen` of each device that has reported; devices that never did are absent."""
+    async def marks(self, device_ids: Collection[str]) -> dict[str, DeviceMark]:
+        """The mark of each device that has reported; devices that never did are absent.
+        Strongly consistent: it reflects every apply_activity that returned."""
 
     async def apply_activity(self, activities: Sequence[DeviceActivity]) -> None:
-        """Applies one batch's activity so that replaying it changes nothing.
+        """Applies each activity in one atomic step, if the device's mark still equals
+        `expected`: `lastSeen` / `lastLocation` become `newest` (when given), `totalUpdates`
+        grows by `added` and the mark's position becomes `applied_through`.
 
-        For each device: the fresh locations (already stored with LocationRepository.put_many)
-        advance `lastSeen` / `lastLocation` and add their number to `totalUpdates`, only if
-        `lastSeen` still equals `previous_last_seen`; the late locations are stored here, each
-        one adding 1 to `totalUpdates` if and only if it was not stored before, atomically.
-        `lastSeen` and `lastLocation` never move backwards.
-
-        Raises Error(CONFLICT) when a device's `lastSeen` moved since it was read: the caller
-        re-reads and tries again.
+        Every activity whose mark still matches is applied; then, if any did not match,
+        raises Error(CONFLICT) naming them: the caller re-reads the marks and tries again.
         """
 
     async def get(self, device_id: str) -> Device | None:

@@ -7,18 +7,23 @@ from collections.abc import Callable, Sequence
 import msgspec
 
 from trackstore.domain import (
+    Arrival,
     Device,
     DeviceActivity,
+    DeviceMark,
     HistoryQuery,
     Location,
     Page,
     StreamRecord,
+    WindowQuery,
     check_device_id,
     check_limit,
+    position_order,
+    stream_position,
 )
 from trackstore.errors import CONFLICT, INVALID, NOT_FOUND, UNAVAILABLE, Error
 from trackstore.ports import DeviceRepository, LocationRepository
-from trackstore.records import RecordDecoder, Rejection
+from trackstore.records import FUTURE_TOLERANCE_MS, RecordDecoder, Rejection
 from trackstore.timefmt import DAY_MS
 
 Clock = Callable[[], int]  # epoch milliseconds
@@ -64,7 +69,7 @@ class TrackService:
         """
         now = self._clock()
         rejections: list[Rejection] = []
-        unique: dict[tuple[str, int], Location] = {}
+        unique: dict[tuple[str, int], Arrival] = {}
         duplicates = 0
         for record in records:
             decoded = self._decoder.decode(record, now)
@@ -73,11 +78,12 @@ class TrackService:
             elif (key := (decoded.device_id, decoded.timestamp)) in unique:
                 duplicates += 1  # a producer's resend inside one batch: the first one stands
             else:
-                unique[key] = decoded
+                position = stream_position(record.sequence_number, record.sub_sequence_number)
+                unique[key] = Arrival(decoded, position)
 
-        by_device: dict[str, list[Location]] = {}
-        for location in unique.values():
-            by_device.setdefault(location.device_id, []).append(location)
+        by_device: dict[str, list[Arrival]] = {}
+        for arrival in unique.values():
+            by_device.setdefault(arrival.location.device_id, []).append(arrival)
         if by_device:
             await self._store(by_device)
         return IngestResult(
@@ -87,19 +93,36 @@ class TrackService:
             rejections=rejections,
         )
 
-    async def _store(self, by_device: dict[str, list[Location]]) -> None:
-        # Locations newer than everything a device has seen cannot be stored yet, so they go out
-        # in plain batch writes and are counted in one device update; older ones (replays,
-        # resends, stragglers) are checked one by one. See DeviceRepository.apply_activity.
+    async def _store(self, by_device: dict[str, list[Arrival]]) -> None:
+        """Stores the batch's locations and applies each device's activity exactly once.
+
+        Each device's mark says how far its records were applied. Records at or before the
+        mark's position were applied by an earlier delivery: skipped. Of the rest, locations
+        newer than `lastSeen` cannot be stored yet, so they go out in plain batch writes and all
+        count; older ones (a producer's resend, a straggler) are stored only if absent, and count
+        only then. One conditional device update per device then applies the count and moves the
+        mark, so a crash anywhere before it leaves a replay to do the same work again, and a
+        crash after it leaves a replay nothing to do.
+        """
         for _ in range(MAX_ACTIVITY_ATTEMPTS):
-            last_seen = await self._devices.last_seen(by_device.keys())
-            activities = [
-                _split(device_id, locations, last_seen.get(device_id))
-                for device_id, locations in by_device.items()
+            marks = await self._devices.marks(by_device.keys())
+            plans = [
+                _Plan.of(device_id, arrivals, marks.get(device_id))
+                for device_id, arrivals in by_device.items()
             ]
-            await self._locations.put_many([loc for a in activities for loc in a.fresh])
+            plans = [plan for plan in plans if plan.fresh or plan.late]
+            if not plans:
+                return
+            await self._locations.put_many([loc for plan in plans for loc in plan.fresh])
+            counted_late: dict[str, int] = {}
+            late = [arrival for plan in plans for arrival in plan.late]
+            if late:
+                for location in await self._locations.put_new(late):
+                    counted_late[location.device_id] = counted_late.get(location.device_id, 0) + 1
             try:
-                await self._devices.apply_activity(activities)
+                await self._devices.apply_activity(
+                    [plan.activity(counted_late.get(plan.device_id, 0)) for plan in plans]
+                )
             except Error as error:
                 if error.code is not CONFLICT:
                     raise
@@ -120,6 +143,23 @@ class TrackService:
         if query.end is not None and query.end < start:
             return Page(items=[])
         return await self._locations.history(msgspec.structs.replace(query, start=start))
+
+    async def window(
+        self, start: int | None, end: int | None, limit: int, token: str | None
+    ) -> Page[Location]:
+        """The whole fleet's locations in a time window, oldest first."""
+        check_limit(limit)
+        if start is not None and end is not None and start > end:
+            raise Error(INVALID, "start_time is after end_time")
+        now = self._clock()
+        oldest = now - self._ttl_ms
+        start = oldest if start is None else max(start, oldest)
+        end = now + FUTURE_TOLERANCE_MS if end is None else end
+        if end < start:
+            return Page(items=[])
+        return await self._locations.window(
+            WindowQuery(start=start, end=end, limit=limit, token=token)
+        )
 
     async def latest(self, device_id: str) -> Location:
         check_device_id(device_id)
@@ -162,15 +202,38 @@ class TrackService:
         return checks
 
 
-def _split(device_id: str, locations: list[Location], last_seen: int | None) -> DeviceActivity:
-    if last_seen is None:
-        fresh, late = locations, []
-    else:
-        fresh = [loc for loc in locations if loc.timestamp > last_seen]
-        late = [loc for loc in locations if loc.timestamp <= last_seen]
-    return DeviceActivity(
-        device_id=device_id,
-        previous_last_seen=last_seen,
-        fresh=tuple(fresh),
-        late=tuple(late),
-    )
+class _Plan(msgspec.Struct, frozen=True, kw_only=True):
+    """One device's share of a batch, sorted against the device's mark."""
+
+    device_id: str
+    mark: DeviceMark | None
+    fresh: list[Location]
+    late: list[Arrival]
+    applied_through: str
+
+    @classmethod
+    def of(cls, device_id: str, arrivals: list[Arrival], mark: DeviceMark | None) -> _Plan:
+        if mark is not None and mark.applied_through is not None:
+            done = position_order(mark.applied_through)
+            arrivals = [a for a in arrivals if position_order(a.position) > done]
+        last_seen = mark.last_seen if mark is not None else None
+        fresh = [
+            a.location for a in arrivals if last_seen is None or a.location.timestamp > last_seen
+        ]
+        late = [a for a in arrivals if last_seen is not None and a.location.timestamp <= last_seen]
+        return cls(
+            device_id=device_id,
+            mark=mark,
+            fresh=fresh,
+            late=late,
+            applied_through=max((a.position for a in arrivals), key=position_order, default=""),
+        )
+
+    def activity(self, counted_late: int) -> DeviceActivity:
+        return DeviceActivity(
+            device_id=self.device_id,
+            expected=self.mark,
+            newest=max(self.fresh, key=lambda loc: loc.timestamp) if self.fresh else None,
+            added=len(self.fresh) + counted_late,
+            applied_through=self.applied_through,
+        )

@@ -3,6 +3,7 @@ into the domain's error codes at the adapter edge."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -43,11 +44,33 @@ def client_config(max_pool: int = 50) -> AioConfig:
 
 
 @asynccontextmanager
-async def dynamodb_client(region: str) -> AsyncIterator[Any]:
-    """A DynamoDB client; the endpoint comes from AWS_ENDPOINT_URL(_DYNAMODB) when set."""
+async def dynamodb_client(region: str, endpoint_url: str | None = None) -> AsyncIterator[Any]:
+    """A DynamoDB client; without `endpoint_url`, botocore's AWS_ENDPOINT_URL(_DYNAMODB) or AWS."""
     session = get_session()
-    async with session.create_client("dynamodb", region_name=region, config=client_config()) as c:
-        yield c
+    async with session.create_client(
+        "dynamodb", region_name=region, endpoint_url=endpoint_url, config=client_config()
+    ) as client:
+        yield client
+
+
+class TableProbe:
+    """Answers health checks from a recent success: load balancers ask every few seconds per
+    task, and DescribeTable is a rate-limited control-plane call."""
+
+    def __init__(self, client: Any, table: str, cache_s: float = 5.0) -> None:
+        self._client = client
+        self._table = table
+        self._cache_s = cache_s
+        self._ok_at = -cache_s
+
+    async def ping(self) -> None:
+        if time.monotonic() - self._ok_at < self._cache_s:
+            return
+        try:
+            await self._client.describe_table(TableName=self._table)
+        except Exception as exc:
+            raise translate(exc, f"describe {self._table}") from exc
+        self._ok_at = time.monotonic()
 
 
 def error_code(exc: ClientError) -> str:

@@ -1,8 +1,7 @@
 """Location and device repositories over one in-process store.
 
-Both repositories share a MemoryStore because, as with DynamoDB, a late location is stored and
-counted on its device in one atomic step. Nothing here awaits between reading and writing, so
-every method is atomic on the event loop.
+Nothing here awaits between reading and writing, so every method is atomic on the event loop,
+as each DynamoDB call is.
 """
 
 from __future__ import annotations
@@ -12,7 +11,17 @@ from collections.abc import Collection, Sequence
 
 import msgspec
 
-from trackstore.domain import Device, DeviceActivity, HistoryQuery, Location, Order, Page
+from trackstore.domain import (
+    Arrival,
+    Device,
+    DeviceActivity,
+    DeviceMark,
+    HistoryQuery,
+    Location,
+    Order,
+    Page,
+    WindowQuery,
+)
 from trackstore.errors import CONFLICT, INVALID, UNAVAILABLE, Error
 from trackstore.paging import decode_token, encode_token
 
@@ -20,11 +29,12 @@ from trackstore.paging import decode_token, encode_token
 class _Track:
     """One device's locations, kept sorted by timestamp."""
 
-    __slots__ = ("by_time", "times")
+    __slots__ = ("by_time", "positions", "times")
 
     def __init__(self) -> None:
         self.times: list[int] = []
         self.by_time: dict[int, Location] = {}
+        self.positions: dict[int, str] = {}  # stream position of locations stored by put_new
 
     def put(self, location: Location) -> bool:
         """Stores the location; True when its timestamp was not stored before."""
@@ -39,6 +49,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self.tracks: dict[str, _Track] = {}
         self.devices: dict[str, Device] = {}
+        self.marks: dict[str, DeviceMark] = {}
         self.available = True  # tests switch it off to see how callers cope with an outage
 
     def check(self) -> None:
@@ -60,6 +71,21 @@ class MemoryLocationRepository:
         self._store.check()
         for location in locations:
             self._store.track(location.device_id).put(location)
+
+    async def put_new(self, arrivals: Sequence[Arrival]) -> list[Location]:
+        self._store.check()
+        counted = []
+        for arrival in arrivals:
+            location = arrival.location
+            track = self._store.track(location.device_id)
+            stored_from = track.positions.get(location.timestamp)
+            if location.timestamp not in track.by_time:
+                track.put(location)
+                track.positions[location.timestamp] = arrival.position
+                counted.append(location)
+            elif stored_from == arrival.position:
+                counted.append(location)
+        return counted
 
     async def history(self, query: HistoryQuery) -> Page[Location]:
         self._store.check()
@@ -84,6 +110,27 @@ class MemoryLocationRepository:
         items = [track.by_time[t] for t in chosen] if track else []
         return Page(items=items, next_token=token)
 
+    async def window(self, query: WindowQuery) -> Page[Location]:
+        self._store.check()
+        after: tuple[int, str] | None = None
+        if query.token is not None:
+            key = decode_token(query.token, "memory:window")
+            after = (_int_key(key, "t"), str(key.get("d", "")))
+        found: list[Location] = []
+        for track in self._store.tracks.values():
+            lo = bisect.bisect_left(track.times, query.start)
+            hi = bisect.bisect_right(track.times, query.end)
+            found.extend(track.by_time[t] for t in track.times[lo:hi])
+        found.sort(key=lambda loc: (loc.timestamp, loc.device_id))
+        if after is not None:
+            found = [loc for loc in found if (loc.timestamp, loc.device_id) > after]
+        chosen = found[: query.limit]
+        token = None
+        if len(found) > query.limit:
+            last = chosen[-1]
+            token = encode_token("memory:window", {"t": last.timestamp, "d": last.device_id})
+        return Page(items=chosen, next_token=token)
+
     async def latest(self, device_id: str) -> Location | None:
         self._store.check()
         track = self._store.tracks.get(device_id)
@@ -99,38 +146,33 @@ class MemoryDeviceRepository:
     def __init__(self, store: MemoryStore) -> None:
         self._store = store
 
-    async def last_seen(self, device_ids: Collection[str]) -> dict[str, int]:
+    async def marks(self, device_ids: Collection[str]) -> dict[str, DeviceMark]:
         self._store.check()
-        seen: dict[str, int] = {}
-        for device_id in device_ids:
-            device = self._store.devices.get(device_id)
-            if device is not None and device.last_seen is not None:
-                seen[device_id] = device.last_seen
-        return seen
+        marks = self._store.marks
+        return {device_id: marks[device_id] for device_id in device_ids if device_id in marks}
 
     async def apply_activity(self, activities: Sequence[DeviceActivity]) -> None:
         self._store.check()
         moved: list[str] = []
         for activity in activities:
-            device = self._store.devices.get(activity.device_id) or Device(
-                device_id=activity.device_id
-            )
-            if activity.fresh:
-                if device.last_seen != activity.previous_last_seen:
-                    moved.append(activity.device_id)
-                    continue
-                newest = max(activity.fresh, key=lambda loc: loc.timestamp)
+            device_id = activity.device_id
+            if self._store.marks.get(device_id) != activity.expected:
+                moved.append(device_id)
+                continue
+            device = self._store.devices.get(device_id) or Device(device_id=device_id)
+            newest = activity.newest
+            if newest is not None and (
+                device.last_seen is None or newest.timestamp > device.last_seen
+            ):
                 device = msgspec.structs.replace(
-                    device,
-                    last_seen=newest.timestamp,
-                    last_location=newest,
-                    total_updates=device.total_updates + len(activity.fresh),
+                    device, last_seen=newest.timestamp, last_location=newest
                 )
-            track = self._store.track(activity.device_id)
-            added = sum(track.put(location) for location in activity.late)
-            if added:
-                device = msgspec.structs.replace(device, total_updates=device.total_updates + added)
-            self._store.devices[activity.device_id] = device
+            self._store.devices[device_id] = msgspec.structs.replace(
+                device, total_updates=device.total_updates + activity.added
+            )
+            self._store.marks[device_id] = DeviceMark(
+                last_seen=device.last_seen, applied_through=activity.applied_through
+            )
         if moved:
             raise Error(CONFLICT, f"lastSeen moved under this batch for {', '.join(moved)}")
 

@@ -25,10 +25,11 @@ from litestar.types import (
 )
 
 import trackstore
-from trackstore.container import Container
+from trackstore.container import Container, resolve, resources
 from trackstore.metrics import Metrics
+from trackstore.service import TrackService
 from trackstore.web.devices import get_device, list_devices, register_device
-from trackstore.web.locations import latest_location, location_history
+from trackstore.web.locations import fleet_window, latest_location, location_history
 from trackstore.web.problems import EXCEPTION_HANDLERS
 from trackstore.web.system import OPENAPI_PATH, health, index, metrics_text
 
@@ -39,6 +40,7 @@ ROUTES = [
     health,
     metrics_text,
     location_history,
+    fleet_window,
     latest_location,
     list_devices,
     get_device,
@@ -95,13 +97,18 @@ class _MeteredLitestar(Litestar):
 
 
 def create_app(container: Container, lifespan: Sequence[Lifespan] | None = None) -> Litestar:
-    """The REST API over `container`'s TrackService; `lifespan` wraps the app's life (clients)."""
+    """The REST API over `container`'s TrackService. The app opens the container's clients
+    (DynamoDB) at startup and closes them at shutdown; `lifespan` adds more of the same."""
     metrics: Metrics = container.metrics()
+
+    async def service() -> TrackService:
+        return await resolve(container.service())
+
     return _MeteredLitestar(
         metrics=metrics,
         route_handlers=ROUTES,
         dependencies={
-            "service": Provide(lambda: container.service(), sync_to_thread=False),
+            "service": Provide(service),
             "metrics": Provide(lambda: metrics, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
@@ -118,7 +125,7 @@ def create_app(container: Container, lifespan: Sequence[Lifespan] | None = None)
             ],
         ),
         state=State({"container": container}),
-        lifespan=list(lifespan or []),
+        lifespan=[lambda _: resources(container), *(lifespan or [])],
         # Logging belongs to the process (JSON lines, see telemetry); Litestar must not
         # reconfigure it. Unexpected errors are logged by the 500 handler.
         logging_config=None,

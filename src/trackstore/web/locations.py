@@ -19,7 +19,7 @@ from trackstore.web.params import (
     time_param,
 )
 from trackstore.web.problems import BAD_DEVICE, STORE_DOWN, problem_specs
-from trackstore.web.wire import HistoryOut, LocationOut, location_out
+from trackstore.web.wire import HistoryOut, LocationOut, WindowOut, location_out
 
 
 @get(
@@ -57,6 +57,38 @@ async def location_history(
         device_id=device_id,
         locations=[location_out(location) for location in page.items],
         next_token=page.next_token,
+    )
+
+
+@get(
+    "/locations",
+    operation_id="getFleetWindow",
+    tags=["locations"],
+    summary="Every device's locations in a time window, oldest first, one page at a time",
+    description=(
+        "Ordered by timestamp, then device id. Without start_time the window starts at the "
+        "oldest retained location, without end_time it ends now. Follow nextToken (null on the "
+        "last page; a page may come back empty before it) with the same parameters."
+    ),
+    responses=problem_specs(
+        {400: "A malformed or out-of-range parameter or token", 503: STORE_DOWN}
+    ),
+)
+async def fleet_window(
+    service: NamedDependency[TrackService],
+    start_time: StartTime = None,
+    end_time: EndTime = None,
+    limit: Limit = None,
+    next_token: NextToken = None,
+) -> WindowOut:
+    page = await service.window(
+        time_param("start_time", start_time),
+        time_param("end_time", end_time),
+        limit_param(limit),
+        next_token,
+    )
+    return WindowOut(
+        locations=[location_out(location) for location in page.items], next_token=page.next_token
     )
 
 

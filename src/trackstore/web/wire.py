@@ -58,6 +58,11 @@ class HistoryOut(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     next_token: str | None
 
 
+class WindowOut(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    locations: list[LocationOut]
+    next_token: str | None
+
+
 class DevicesOut(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     devices: list[DeviceOut]
     next_token: str | None

@@ -1,0 +1,190 @@
+"""DeviceRepository on the Devices table (`deviceId`).
+
+Besides the contract's attributes, an item carries `appliedThrough`: the stream position up to
+which the device's records have been counted. Every activity update is conditional on it and on
+`lastSeen` being what the batch read, which is what makes a replayed batch change nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from trackstore.backoff import Backoff
+from trackstore.domain import Device, DeviceActivity, DeviceMark, Page
+from trackstore.dynamodb.client import TableProbe, error_code, translate
+from trackstore.dynamodb.items import device_from_item, location_attributes, to_value
+from trackstore.errors import CONFLICT, INVALID, UNAVAILABLE, Error
+from trackstore.paging import decode_token, encode_token
+
+MAX_BATCH_GET = 100  # DynamoDB's limit per BatchGetItem
+APPLIED_THROUGH = "appliedThrough"
+
+
+class DynamoDeviceRepository:
+    def __init__(
+        self, client: Any, table: str, concurrency: int = 8, deadline_s: float = 20.0
+    ) -> None:
+        self._client = client
+        self._table = table
+        self._limit = asyncio.Semaphore(concurrency)
+        self._deadline_s = deadline_s
+        self._backoff = Backoff(base=0.05, cap=2.0)
+        self._probe = TableProbe(client, table)
+
+    async def marks(self, device_ids: Collection[str]) -> dict[str, DeviceMark]:
+        ids = list(dict.fromkeys(device_ids))
+        chunks = [ids[i : i + MAX_BATCH_GET] for i in range(0, len(ids), MAX_BATCH_GET)]
+        marks: dict[str, DeviceMark] = {}
+        for items in await asyncio.gather(*(self._get_marks(chunk) for chunk in chunks)):
+            for item in items:
+                if "lastSeen" not in item:
+                    continue  # registered, never reported
+                marks[item["deviceId"]["S"]] = DeviceMark(
+                    last_seen=int(item["lastSeen"]["N"]),
+                    applied_through=item[APPLIED_THROUGH]["S"] if APPLIED_THROUGH in item else None,
+                )
+        return marks
+
+    async def _get_marks(self, device_ids: list[str]) -> list[dict[str, Any]]:
+        keys: dict[str, Any] = {
+            self._table: {
+                "Keys": [{"deviceId": {"S": d}} for d in device_ids],
+                "ConsistentRead": True,
+                "ProjectionExpression": "deviceId, lastSeen, #at",
+                "ExpressionAttributeNames": {"#at": APPLIED_THROUGH},
+            }
+        }
+        items: list[dict[str, Any]] = []
+        deadline = time.monotonic() + self._deadline_s
+        attempt = 0
+        while keys:
+            async with self._limit:
+                try:
+                    response = await self._client.batch_get_item(RequestItems=keys)
+                except Exception as exc:
+                    raise translate(exc, f"read {self._table}") from exc
+            items.extend(response.get("Responses", {}).get(self._table, []))
+            keys = response.get("UnprocessedKeys") or {}
+            if keys:
+                attempt += 1
+                delay = self._backoff.delay(attempt)
+                if time.monotonic() + delay > deadline:
+                    raise Error(UNAVAILABLE, f"{self._table} keeps throttling reads", retry_after=1)
+                await asyncio.sleep(delay)
+        return items
+
+    async def apply_activity(self, activities: Sequence[DeviceActivity]) -> None:
+        applied = await asyncio.gather(*(self._apply(a) for a in activities))
+        moved = [a.device_id for a, ok in zip(activities, applied, strict=True) if not ok]
+        if moved:
+            raise Error(CONFLICT, f"lastSeen moved under this batch for {', '.join(moved)}")
+
+    async def _apply(self, activity: DeviceActivity) -> bool:
+        names = {"#at": APPLIED_THROUGH}
+        values: dict[str, Any] = {
+            ":at": {"S": activity.applied_through},
+            ":added": {"N": str(activity.added)},
+        }
+        updates = ["#at = :at"]
+        expected = activity.expected
+        if expected is None:
+            condition = "attribute_not_exists(lastSeen)"
+        else:
+            values[":seen"] = {"N": str(expected.last_seen)}
+            condition = "lastSeen = :seen AND "
+            if expected.applied_through is None:
+                condition += "attribute_not_exists(#at)"
+            else:
+                values[":was"] = {"S": expected.applied_through}
+                condition += "#at = :was"
+        newest = activity.newest
+        last_seen = expected.last_seen if expected is not None else None
+        if newest is not None and (last_seen is None or newest.timestamp > last_seen):
+            updates += ["lastSeen = :ls", "lastLocation = :loc", "#st = :active"]
+            names["#st"] = "status"
+            values[":ls"] = {"N": str(newest.timestamp)}
+            values[":loc"] = {"M": location_attributes(newest)}
+            values[":active"] = {"S": "active"}
+        async with self._limit:
+            try:
+                await self._client.update_item(
+                    TableName=self._table,
+                    Key={"deviceId": {"S": activity.device_id}},
+                    UpdateExpression=f"SET {', '.join(updates)} ADD totalUpdates :added",
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues=values,
+                )
+            except ClientError as exc:
+                if error_code(exc) == "ConditionalCheckFailedException":
+                    return False
+                raise translate(exc, f"update {self._table}") from exc
+            except Exception as exc:
+                raise translate(exc, f"update {self._table}") from exc
+        return True
+
+    async def get(self, device_id: str) -> Device | None:
+        try:
+            response = await self._client.get_item(
+                TableName=self._table, Key={"deviceId": {"S": device_id}}
+            )
+        except Exception as exc:
+            raise translate(exc, f"read {self._table}") from exc
+        item = response.get("Item")
+        return device_from_item(item) if item else None
+
+    async def list(self, limit: int, token: str | None) -> Page[Device]:
+        scope = f"dynamodb:{self._table}:devices"
+        request: dict[str, Any] = {"TableName": self._table, "Limit": limit}
+        if token is not None:
+            after = decode_token(token, scope).get("d")
+            if not isinstance(after, str):
+                raise Error(INVALID, "next_token is not valid")
+            request["ExclusiveStartKey"] = {"deviceId": {"S": after}}
+        try:
+            response = await self._client.scan(**request)
+        except Exception as exc:
+            raise translate(exc, f"scan {self._table}") from exc
+        last = response.get("LastEvaluatedKey")
+        return Page(
+            items=[device_from_item(item) for item in response.get("Items", [])],
+            next_token=encode_token(scope, {"d": last["deviceId"]["S"]}) if last else None,
+        )
+
+    async def register(
+        self, device_id: str, name: str | None, metadata: dict[str, object] | None, now_ms: int
+    ) -> Device:
+        updates = ["registeredAt = :now", "#st = if_not_exists(#st, :registered)"]
+        values: dict[str, Any] = {":now": {"N": str(now_ms)}, ":registered": {"S": "registered"}}
+        if name is not None:
+            updates.append("#name = :name")
+            values[":name"] = {"S": name}
+        if metadata is not None:
+            updates.append("metadata = :meta")
+            values[":meta"] = to_value(metadata)
+        names = {"#st": "status"} | ({"#name": "name"} if name is not None else {})
+        try:
+            response = await self._client.update_item(
+                TableName=self._table,
+                Key={"deviceId": {"S": device_id}},
+                UpdateExpression=f"SET {', '.join(updates)}",
+                ConditionExpression="attribute_not_exists(registeredAt)",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                raise Error(CONFLICT, f"device {device_id} is already registered") from None
+            raise translate(exc, f"register in {self._table}") from exc
+        except Exception as exc:
+            raise translate(exc, f"register in {self._table}") from exc
+        return device_from_item(response["Attributes"])
+
+    async def ping(self) -> None:
+        await self._probe.ping()

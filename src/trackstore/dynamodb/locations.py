@@ -1,0 +1,130 @@
+"""LocationRepository on the Locations table: `deviceId` + `timestamp`, GSI on `date`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from trackstore.domain import Arrival, HistoryQuery, Location, Order, Page, WindowQuery
+from trackstore.dynamodb.batch import BatchWriter
+from trackstore.dynamodb.client import TableProbe, error_code, translate
+from trackstore.dynamodb.items import Item, location_from_item, location_item
+from trackstore.dynamodb.window import FleetWindow
+from trackstore.errors import INVALID, Error
+from trackstore.paging import decode_token, encode_token
+from trackstore.timefmt import DAY_MS
+
+POSITION_ATTRIBUTE = "streamPosition"  # on locations stored by put_new: who stored it first
+# `timestamp` and `date` are DynamoDB reserved words: always aliased.
+_NAMES = {"#ts": "timestamp", "#dev": "deviceId"}
+
+
+def _key(item: Item) -> tuple[str, ...]:
+    return item["deviceId"]["S"], item["timestamp"]["N"]
+
+
+class DynamoLocationRepository:
+    def __init__(
+        self,
+        client: Any,
+        table: str,
+        ttl_days: int,
+        date_shards: int,
+        concurrency: int = 8,
+    ) -> None:
+        self._client = client
+        self._table = table
+        self._ttl_ms = ttl_days * DAY_MS
+        self._date_shards = date_shards
+        self._writer = BatchWriter(client, table, _key, concurrency=concurrency)
+        self._limit = asyncio.Semaphore(concurrency)
+        self._probe = TableProbe(client, table)
+        self._window = FleetWindow(client, table, date_shards)
+
+    def _item(self, location: Location) -> Item:
+        return location_item(location, self._ttl_ms, self._date_shards)
+
+    async def put_many(self, locations: Sequence[Location]) -> None:
+        await self._writer.put([self._item(location) for location in locations])
+
+    async def put_new(self, arrivals: Sequence[Arrival]) -> list[Location]:
+        decided = await asyncio.gather(*(self._put_if_absent(a) for a in arrivals))
+        return [arrival.location for arrival, new in zip(arrivals, decided, strict=True) if new]
+
+    async def _put_if_absent(self, arrival: Arrival) -> bool:
+        item = self._item(arrival.location)
+        item[POSITION_ATTRIBUTE] = {"S": arrival.position}
+        async with self._limit:
+            try:
+                await self._client.put_item(
+                    TableName=self._table,
+                    Item=item,
+                    ConditionExpression="attribute_not_exists(#dev) OR #pos = :pos",
+                    ExpressionAttributeNames={"#dev": "deviceId", "#pos": POSITION_ATTRIBUTE},
+                    ExpressionAttributeValues={":pos": {"S": arrival.position}},
+                )
+            except ClientError as exc:
+                if error_code(exc) == "ConditionalCheckFailedException":
+                    return False
+                raise translate(exc, f"put to {self._table}") from exc
+            except Exception as exc:
+                raise translate(exc, f"put to {self._table}") from exc
+        return True
+
+    async def history(self, query: HistoryQuery) -> Page[Location]:
+        scope = f"dynamodb:{self._table}:{query.device_id}:{query.order.value}"
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "#dev = :dev AND #ts BETWEEN :start AND :end",
+            "ExpressionAttributeNames": _NAMES,
+            "ExpressionAttributeValues": {
+                ":dev": {"S": query.device_id},
+                ":start": {"N": str(query.start if query.start is not None else 0)},
+                ":end": {"N": str(query.end if query.end is not None else 2**53)},
+            },
+            "ScanIndexForward": query.order is Order.ASC,
+            "Limit": query.limit,
+        }
+        if query.token is not None:
+            after = decode_token(query.token, scope).get("t")
+            if not isinstance(after, int) or isinstance(after, bool):
+                raise Error(INVALID, "next_token is not valid")
+            request["ExclusiveStartKey"] = {
+                "deviceId": {"S": query.device_id},
+                "timestamp": {"N": str(after)},
+            }
+        response = await self._query(request)
+        items = [location_from_item(item) for item in response.get("Items", [])]
+        last = response.get("LastEvaluatedKey")
+        token = encode_token(scope, {"t": int(last["timestamp"]["N"])}) if last else None
+        return Page(items=items, next_token=token)
+
+    async def window(self, query: WindowQuery) -> Page[Location]:
+        return await self._window.page(query)
+
+    async def latest(self, device_id: str) -> Location | None:
+        response = await self._query(
+            {
+                "TableName": self._table,
+                "KeyConditionExpression": "#dev = :dev",
+                "ExpressionAttributeNames": {"#dev": "deviceId"},
+                "ExpressionAttributeValues": {":dev": {"S": device_id}},
+                "ScanIndexForward": False,
+                "Limit": 1,
+            }
+        )
+        items = response.get("Items", [])
+        return location_from_item(items[0]) if items else None
+
+    async def ping(self) -> None:
+        await self._probe.ping()
+
+    async def _query(self, request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            response: dict[str, Any] = await self._client.query(**request)
+        except Exception as exc:
+            raise translate(exc, f"query {self._table}") from exc
+        return response

@@ -1,0 +1,112 @@
+"""Fleet-wide time windows over the `date-timestamp-index` GSI.
+
+The GSI's partition key is the UTC day with a write-shard suffix (`2026-11-28#03`), so one day's
+writes spread over several partitions. A window is read day by day; within a day every shard is
+queried concurrently and the results merged by (timestamp, deviceId). A page's token is the day
+and the (timestamp, deviceId) of its last location.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from trackstore.domain import Location, Page, WindowQuery
+from trackstore.dynamodb.client import translate
+from trackstore.dynamodb.items import location_from_item
+from trackstore.dynamodb.tables import DATE_INDEX
+from trackstore.errors import INVALID, Error
+from trackstore.paging import decode_token, encode_token
+from trackstore.timefmt import utc_date
+
+Cursor = tuple[int, str]  # (timestamp, deviceId) of the last location handed out
+
+
+class FleetWindow:
+    def __init__(self, client: Any, table: str, date_shards: int) -> None:
+        self._client = client
+        self._table = table
+        self._shards = date_shards
+        self._scope = f"dynamodb:{table}:window"
+
+    async def page(self, query: WindowQuery) -> Page[Location]:
+        day, after = utc_date(query.start), None
+        if query.token is not None:
+            day, after = self._decode(query.token)
+        last_day = utc_date(query.end)
+        found: list[Location] = []
+        while day <= last_day:
+            need = query.limit - len(found)
+            shard_pages = await asyncio.gather(
+                *(self._shard(f"{day}#{n:02d}", query, after, need) for n in range(self._shards))
+            )
+            merged = list(heapq.merge(*shard_pages, key=lambda loc: (loc.timestamp, loc.device_id)))
+            found.extend(merged[:need])
+            if len(merged) >= need:
+                # The page is full; whether more follow is for the next page to find out.
+                last = found[-1]
+                cursor = {"day": day, "t": last.timestamp, "d": last.device_id}
+                return Page(items=found, next_token=encode_token(self._scope, cursor))
+            day, after = _next_day(day), None
+        return Page(items=found)
+
+    async def _shard(
+        self, partition: str, query: WindowQuery, after: Cursor | None, need: int
+    ) -> list[Location]:
+        """Up to `need` + 1 locations of one GSI partition past the cursor, in order."""
+        low = query.start if after is None else max(query.start, after[0])
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": DATE_INDEX,
+            "KeyConditionExpression": "#date = :p AND #ts BETWEEN :low AND :high",
+            "ExpressionAttributeNames": {"#date": "date", "#ts": "timestamp"},
+            "ExpressionAttributeValues": {
+                ":p": {"S": partition},
+                ":low": {"N": str(low)},
+                ":high": {"N": str(query.end)},
+            },
+            "Limit": need + 1,
+        }
+        found: list[Location] = []
+        while True:
+            try:
+                response = await self._client.query(**request)
+            except Exception as exc:
+                raise translate(exc, f"query {self._table} by date") from exc
+            items = response.get("Items", [])
+            for item in items:
+                location = location_from_item(item)
+                if after is None or (location.timestamp, location.device_id) > after:
+                    found.append(location)
+            found.sort(key=lambda loc: (loc.timestamp, loc.device_id))
+            last = response.get("LastEvaluatedKey")
+            if not last:
+                return found
+            # Locations of one timestamp come in any device order within a partition: read on
+            # until past the timestamp of the last one this page may use.
+            if len(found) > need and int(items[-1]["timestamp"]["N"]) > found[need].timestamp:
+                return found
+            request["ExclusiveStartKey"] = last
+
+    def _decode(self, token: str) -> tuple[str, Cursor]:
+        key = decode_token(token, self._scope)
+        day, timestamp, device_id = key.get("day"), key.get("t"), key.get("d")
+        if (
+            not isinstance(day, str)
+            or not isinstance(timestamp, int)
+            or isinstance(timestamp, bool)
+            or not isinstance(device_id, str)
+        ):
+            raise Error(INVALID, "next_token is not valid")
+        try:
+            datetime.strptime(day, "%Y-%m-%d")
+        except ValueError:
+            raise Error(INVALID, "next_token is not valid") from None
+        return day, (timestamp, device_id)
+
+
+def _next_day(day: str) -> str:
+    moment = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC) + timedelta(days=1)
+    return moment.strftime("%Y-%m-%d")

@@ -1,0 +1,48 @@
+"""The aiobotocore Kinesis client and stream setup."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from aiobotocore.session import get_session
+from botocore.exceptions import ClientError
+
+from trackstore.dynamodb.client import client_config, error_code, translate
+
+
+@asynccontextmanager
+async def kinesis_client(region: str, endpoint_url: str | None = None) -> AsyncIterator[Any]:
+    """A Kinesis client; without `endpoint_url`, botocore's AWS_ENDPOINT_URL(_KINESIS) or AWS."""
+    session = get_session()
+    async with session.create_client(
+        "kinesis", region_name=region, endpoint_url=endpoint_url, config=client_config()
+    ) as client:
+        yield client
+
+
+async def ensure_stream(client: Any, name: str, shards: int, timeout_s: float = 300.0) -> bool:
+    """Creates the stream unless it exists and waits until it is ACTIVE; True when created."""
+    created = False
+    try:
+        await client.create_stream(StreamName=name, ShardCount=shards)
+        created = True
+    except ClientError as exc:
+        if error_code(exc) != "ResourceInUseException":
+            raise translate(exc, f"create stream {name}") from exc
+    except Exception as exc:
+        raise translate(exc, f"create stream {name}") from exc
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        try:
+            summary = await client.describe_stream_summary(StreamName=name)
+        except Exception as exc:
+            raise translate(exc, f"describe stream {name}") from exc
+        status = summary["StreamDescriptionSummary"]["StreamStatus"]
+        if status in {"ACTIVE", "UPDATING"}:
+            return created
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"stream {name} is {status} after {timeout_s:.0f} s")
+        await asyncio.sleep(0.5)
