@@ -1,0 +1,136 @@
+"""TrackService.ingest over every adapter pair: what a replayed, resent, late or interrupted batch
+leaves in the tables. The counts must be exact on DynamoDB as on the fakes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from tests.contract.conftest import Repos
+from tests.helpers import RECENT_MS, SECOND_MS, all_pages, payload, resent, stream_record
+from trackstore.clock import FakeClock
+from trackstore.domain import DeviceActivity, HistoryQuery, StreamRecord
+from trackstore.errors import UNAVAILABLE, Error
+from trackstore.service import TrackService
+
+NOW = RECENT_MS + 600 * SECOND_MS
+
+
+def record(second: int, device_id: str = "bus-1", **fields: Any) -> StreamRecord:
+    body = payload(deviceId=device_id, timestamp=RECENT_MS + second * SECOND_MS, **fields)
+    return stream_record(body, arrival_ms=RECENT_MS + second * SECOND_MS + 300)
+
+
+class CrashOnce:
+    """A DeviceRepository whose next apply_activity fails as a killed process would: after the
+    locations were written, before the device update."""
+
+    def __init__(self, devices: Any) -> None:
+        self._devices = devices
+        self.armed = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._devices, name)
+
+    async def apply_activity(self, activities: Sequence[DeviceActivity]) -> None:
+        if self.armed:
+            self.armed = False
+            raise Error(UNAVAILABLE, "crashed")
+        await self._devices.apply_activity(activities)
+
+
+def service(repos: Repos, devices: Any = None) -> TrackService:
+    return TrackService(repos.locations, devices or repos.devices, FakeClock(NOW), ttl_days=30)
+
+
+async def state(repos: Repos, device_id: str = "bus-1") -> tuple[Any, list[Any]]:
+    device = await repos.devices.get(device_id)
+    pages = await all_pages(
+        lambda token: repos.locations.history(
+            HistoryQuery(device_id=device_id, limit=1000, token=token)
+        )
+    )
+    return device, [loc for page in pages for loc in page]
+
+
+async def test_a_replayed_batch_changes_nothing(repos: Repos) -> None:
+    batch = [record(s) for s in (1, 2, 3)] + [record(2, "bus-2")]
+    await service(repos).ingest(batch)
+    before = await state(repos), await state(repos, "bus-2")
+
+    await service(repos).ingest(batch)
+
+    assert (await state(repos), await state(repos, "bus-2")) == before
+    assert before[0][0].total_updates == 3
+
+
+async def test_a_producers_resend_in_a_later_batch_is_not_counted_again(repos: Repos) -> None:
+    first = [record(s) for s in (1, 2, 3)]
+    await service(repos).ingest(first)
+
+    await service(repos).ingest([resent(first[1], arrival_ms=NOW), record(4)])
+
+    device, stored = await state(repos)
+    assert device.total_updates == 4
+    assert len(stored) == 4
+    assert stored[1].received_at == first[1].arrival_ms  # the first delivery stands
+
+
+async def test_a_late_record_is_stored_and_counted_once_and_never_moves_last_seen(
+    repos: Repos,
+) -> None:
+    await service(repos).ingest([record(10), record(20)])
+    late = record(15, speed=12.5)
+
+    await service(repos).ingest([late])
+    await service(repos).ingest([late])  # and its replay
+
+    device, stored = await state(repos)
+    assert device.total_updates == 3
+    assert device.last_seen == RECENT_MS + 20 * SECOND_MS
+    assert device.last_location.timestamp == RECENT_MS + 20 * SECOND_MS
+    assert [loc.speed for loc in stored] == [None, 12.5, None]
+
+
+@pytest.mark.parametrize("late_too", [False, True], ids=["in-order", "with-late"])
+async def test_a_batch_interrupted_before_the_device_update_completes_exactly_on_replay(
+    repos: Repos, late_too: bool
+) -> None:
+    await service(repos).ingest([record(10)])
+    batch = [record(20), record(30)] + ([record(5)] if late_too else [])
+    crashing = CrashOnce(repos.devices)
+
+    with pytest.raises(Error):
+        await service(repos, crashing).ingest(batch)
+    await service(repos, crashing).ingest(batch)
+
+    device, stored = await state(repos)
+    assert len(stored) == device.total_updates == (4 if late_too else 3)
+    assert device.last_seen == RECENT_MS + 30 * SECOND_MS
+
+
+async def test_an_old_batch_replayed_after_newer_ones_changes_nothing(repos: Repos) -> None:
+    old = [record(1), record(2)]
+    await service(repos).ingest(old)
+    await service(repos).ingest([record(3), record(4)])
+    before = await state(repos)
+
+    await service(repos).ingest(old)  # its records are now older than lastSeen: "late"
+
+    assert await state(repos) == before
+    assert before[0].total_updates == 4
+
+
+async def test_legacy_and_canonical_records_of_one_device_land_in_one_track(repos: Repos) -> None:
+    legacy = stream_record(
+        {"busId": "bus-1", "lat": 52.5, "lon": 13.4, "ts": (RECENT_MS + 1000) / 1000, "region": "eu"}
+    )
+
+    await service(repos).ingest([legacy, record(2)])
+
+    device, stored = await state(repos)
+    assert device.total_updates == 2
+    assert stored[0].attributes == {"region": "eu"}
+    assert (stored[0].latitude, stored[0].longitude) == (52.5, 13.4)
