@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from trackstore import __version__
+from trackstore.commands import consume, simulate
 from trackstore.config import Backend, Settings
 from trackstore.container import Container, build_container
 from trackstore.demo import run_demo
@@ -86,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--duration", type=_positive_float, default=None, help="seconds (default: until stopped)"
     )
+    simulate.add_argument(
+        "--aggregate", action="store_true", help="KPL-aggregate each device's records"
+    )
     return parser
 
 
@@ -121,28 +125,26 @@ async def _run(args: argparse.Namespace, container: Container, settings: Setting
                 "(try `trackstore demo`)",
                 EXIT_USAGE,
             )
-        _require_aws_later(settings, "consume")
-        return EXIT_OK
+        command = consume(container, stop)
     elif args.command == "init":
         if settings.backend is Backend.MEMORY:
             print("TRACKSTORE_BACKEND=memory: nothing to create")
             return EXIT_OK
         command = provision(settings, args.shards, say=lambda line: print(line, flush=True))
     else:
-        _require_aws_later(settings, "simulate")
+        if settings.backend is Backend.MEMORY:
+            raise CommandError(
+                "simulate publishes to a Kinesis stream; with TRACKSTORE_BACKEND=memory there is "
+                "none (`trackstore demo` runs a simulated fleet in memory)",
+                EXIT_USAGE,
+            )
+        published = await simulate(
+            settings, args.devices, args.rate, args.duration, args.aggregate, stop
+        )
+        print(f"published {published} records to {settings.kinesis_stream_name}", flush=True)
         return EXIT_OK
     await command
     return EXIT_OK
-
-
-def _require_aws_later(settings: Settings, command: str) -> None:
-    if settings.backend is Backend.AWS:
-        raise CommandError(
-            f"`trackstore {command}` with TRACKSTORE_BACKEND=aws needs the Kinesis and DynamoDB "
-            "adapters, which this build does not have yet; use TRACKSTORE_BACKEND=memory or "
-            "`trackstore demo`",
-            EXIT_USAGE,
-        )
 
 
 def _with_backend(settings: Settings, backend: Backend) -> Settings:

@@ -27,6 +27,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     location_ttl_days: int = 30
     location_date_shards: int = 8
     backend: Backend = Backend.AWS
+    dead_letter_stream_name: str | None = None
+    kinesis_initial_position: str = "TRIM_HORIZON"
+    lease_failover_seconds: float = 10.0
+    max_leases_per_worker: int = 1000
     log_level: str = "INFO"
 
     @classmethod
@@ -46,6 +50,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             location_ttl_days=_int(values, "LOCATION_TTL_DAYS", 30, 1, 3650),
             location_date_shards=_int(values, "LOCATION_DATE_SHARDS", 8, 1, 100),
             backend=_backend(values.get("TRACKSTORE_BACKEND", "aws")),
+            dead_letter_stream_name=values.get("DEAD_LETTER_STREAM_NAME", "").strip() or None,
+            kinesis_initial_position=_choice(
+                values, "KINESIS_INITIAL_POSITION", ("TRIM_HORIZON", "LATEST")
+            ),
+            lease_failover_seconds=_int(values, "LEASE_FAILOVER_SECONDS", 10, 2, 600),
+            max_leases_per_worker=_int(values, "MAX_LEASES_PER_WORKER", 1000, 1, 100_000),
             log_level=_log_level(values.get("LOG_LEVEL", "INFO")),
         )
 
@@ -88,6 +98,13 @@ def _int(values: Mapping[str, str], key: str, default: int, low: int, high: int)
     if not low <= number <= high:
         raise Error(INVALID, f"{key} must be between {low} and {high}, got {number}")
     return number
+
+
+def _choice(values: Mapping[str, str], key: str, choices: tuple[str, ...]) -> str:
+    raw = values.get(key, "").strip().upper() or choices[0]
+    if raw not in choices:
+        raise Error(INVALID, f"{key} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
 
 
 def _backend(raw: str) -> Backend:

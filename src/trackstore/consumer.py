@@ -1,5 +1,9 @@
-"""The consume loop: batch -> ingest -> checkpoint, until stopped. A failed batch is retried, never
-skipped; a stop finishes the batch in hand and checkpoints it."""
+"""The consume loop: batch -> ingest -> checkpoint, until stopped.
+
+Batches of different shards are stored concurrently; a shard's next batch is handed out only
+after its previous one was checkpointed, so each shard stays in order. A failed batch is retried,
+never skipped; a stop lets the batches in hand finish and checkpoint, then releases the leases.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,18 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable, Sequence
 
 from trackstore.backoff import Backoff
 from trackstore.errors import CONFLICT, Error
 from trackstore.metrics import Metrics
 from trackstore.ports import Batch, StreamSource
+from trackstore.records import Rejection
 from trackstore.service import IngestResult, TrackService
 
 log = logging.getLogger(__name__)
+
+DeadLetters = Callable[[Sequence[Rejection]], Awaitable[None]]
 
 
 class Consumer:
@@ -24,37 +32,53 @@ class Consumer:
         service: TrackService,
         metrics: Metrics,
         backoff: Backoff | None = None,
+        dead_letters: DeadLetters | None = None,
+        max_in_flight: int = 64,
     ) -> None:
         self._source = source
         self._service = service
         self._metrics = metrics
         self._backoff = backoff or Backoff(base=0.1, cap=10.0)
+        self._dead_letters = dead_letters
+        self._slots = asyncio.Semaphore(max_in_flight)
         self._stopping = asyncio.Event()
 
     async def run(self) -> None:
-        async for batch in self._source.batches():
-            await self._process(batch)
-        log.info("consumer stopped")
+        in_flight: set[asyncio.Task[None]] = set()
+        try:
+            async for batch in self._source.batches():
+                await self._slots.acquire()
+                task = asyncio.create_task(self._process(batch))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+        finally:
+            # Whatever ended the loop, the batches in hand finish before the leases go.
+            await asyncio.gather(*in_flight, return_exceptions=True)
+            await self._source.close()
+            log.info("consumer stopped")
 
     async def stop(self) -> None:
-        """Asks the loop to end once the batch in hand is stored and checkpointed."""
+        """Asks the loop to end once the batches in hand are stored and checkpointed."""
         self._stopping.set()
         await self._source.stop()
 
     async def _process(self, batch: Batch) -> None:
-        result = await self._ingest(batch)
-        if result is None:
-            return
-        self._count(batch, result)
         try:
-            await batch.checkpoint()
-        except Error as error:
-            if error.code is not CONFLICT:
-                raise
-            # Another worker holds the shard now; it replays from the last good checkpoint.
-            log.warning("lease lost, batch not checkpointed", extra={"shard": batch.shard_id})
-            return
-        self._metrics.batches.inc()
+            result = await self._ingest(batch)
+            if result is None:
+                return
+            self._count(batch, result)
+            try:
+                await batch.checkpoint()
+            except Error as error:
+                if error.code is not CONFLICT:
+                    raise
+                # Another worker holds the shard now; it replays from the last good checkpoint.
+                log.warning("lease lost, batch not checkpointed", extra={"shard": batch.shard_id})
+                return
+            self._metrics.batches.inc()
+        finally:
+            self._slots.release()
 
     async def _ingest(self, batch: Batch) -> IngestResult | None:
         attempt = 0
@@ -62,6 +86,8 @@ class Consumer:
             started = time.perf_counter()
             try:
                 result = await self._service.ingest(batch.records)
+                if result.rejections and self._dead_letters is not None:
+                    await self._dead_letters(result.rejections)
             except Exception as exc:
                 # Retried until it succeeds, since skipping would lose the batch's records.
                 attempt += 1

@@ -12,6 +12,10 @@ from dependency_injector import containers, providers
 from trackstore.clock import wall_clock_ms
 from trackstore.config import Backend, Settings
 from trackstore.dynamodb import DynamoDeviceRepository, DynamoLocationRepository, dynamodb_client
+from trackstore.dynamodb.leases import DynamoLeaseStore
+from trackstore.kinesis.client import kinesis_client
+from trackstore.kinesis.deadletter import DeadLetterStream
+from trackstore.kinesis.source import KinesisStreamSource
 from trackstore.memory import (
     MemoryDeviceRepository,
     MemoryLocationRepository,
@@ -21,6 +25,7 @@ from trackstore.memory import (
 )
 from trackstore.metrics import Metrics
 from trackstore.service import TrackService
+from trackstore.worker import worker_id
 
 MEMORY_SHARDS = 4
 T = TypeVar("T")
@@ -28,6 +33,10 @@ T = TypeVar("T")
 
 def _backend(settings: Settings) -> str:
     return settings.backend.value
+
+
+def _dead_letters(client: Any, stream: str | None) -> DeadLetterStream | None:
+    return DeadLetterStream(client, stream) if stream else None
 
 
 class Container(containers.DeclarativeContainer):
@@ -41,6 +50,8 @@ class Container(containers.DeclarativeContainer):
 
     # One client per process, opened by init_resources() and closed by shutdown_resources().
     dynamodb = providers.Resource(dynamodb_client, region=settings.provided.aws_region)
+    kinesis = providers.Resource(kinesis_client, region=settings.provided.aws_region)
+    worker_id = providers.Singleton(worker_id)
 
     locations = providers.Selector(
         backend,
@@ -67,6 +78,26 @@ class Container(containers.DeclarativeContainer):
             stream=memory_stream,
             batch_size=settings.provided.kinesis_batch_size,
         ),
+        aws=providers.Factory(
+            KinesisStreamSource,
+            client=kinesis,
+            stream=settings.provided.kinesis_stream_name,
+            leases=providers.Factory(
+                DynamoLeaseStore, client=dynamodb, table=settings.provided.lease_table_name
+            ),
+            worker_id=worker_id,
+            batch_size=settings.provided.kinesis_batch_size,
+            failover_s=settings.provided.lease_failover_seconds,
+            max_leases=settings.provided.max_leases_per_worker,
+            initial_position=settings.provided.kinesis_initial_position,
+        ),
+    )
+    dead_letters = providers.Selector(
+        backend,
+        memory=providers.Object(None),
+        aws=providers.Factory(
+            _dead_letters, client=kinesis, stream=settings.provided.dead_letter_stream_name
+        ),
     )
     service = providers.Singleton(
         TrackService,
@@ -83,6 +114,7 @@ def build_container(settings: Settings) -> Container:
     if settings.backend is Backend.MEMORY:
         # Nothing opens an AWS client for a process that never talks to AWS.
         container.dynamodb.override(providers.Object(None))
+        container.kinesis.override(providers.Object(None))
     return container
 
 

@@ -48,7 +48,11 @@ class StreamSource(Protocol):
         """
 
     async def stop(self) -> None:
-        """Stops handing out batches; the iterator ends after the batch in hand is checkpointed."""
+        """Stops handing out batches: the iterator ends soon after."""
+
+    async def close(self) -> None:
+        """Called once the batches handed out are checkpointed or given up: stops reading and
+        releases what the source holds (leases), so other workers take over at once."""
 
 
 @runtime_checkable

@@ -97,7 +97,9 @@ class TrackService:
         """Stores the batch's locations and applies each device's activity exactly once.
 
         Each device's mark says how far its records were applied. Records at or before the
-        mark's position were applied by an earlier delivery: skipped. Of the rest, locations
+        mark's position were applied by an earlier delivery: they are only stored if absent
+        (which they are not, unless a producer broke the one-device-one-shard rule), never
+        counted again. Of the rest, locations
         newer than `lastSeen` cannot be stored yet, so they go out in plain batch writes and all
         count; older ones (a producer's resend, a straggler) are stored only if absent, and count
         only then. One conditional device update per device then applies the count and moves the
@@ -110,15 +112,18 @@ class TrackService:
                 _Plan.of(device_id, arrivals, marks.get(device_id))
                 for device_id, arrivals in by_device.items()
             ]
-            plans = [plan for plan in plans if plan.fresh or plan.late]
-            if not plans:
-                return
             await self._locations.put_many([loc for plan in plans for loc in plan.fresh])
+            replayed = [arrival for plan in plans for arrival in plan.replayed]
+            if replayed:
+                await self._locations.put_new(replayed)
             counted_late: dict[str, int] = {}
             late = [arrival for plan in plans for arrival in plan.late]
             if late:
                 for location in await self._locations.put_new(late):
                     counted_late[location.device_id] = counted_late.get(location.device_id, 0) + 1
+            plans = [plan for plan in plans if plan.fresh or plan.late]
+            if not plans:
+                return
             try:
                 await self._devices.apply_activity(
                     [plan.activity(counted_late.get(plan.device_id, 0)) for plan in plans]
@@ -209,12 +214,15 @@ class _Plan(msgspec.Struct, frozen=True, kw_only=True):
     mark: DeviceMark | None
     fresh: list[Location]
     late: list[Arrival]
+    replayed: list[Arrival]
     applied_through: str
 
     @classmethod
     def of(cls, device_id: str, arrivals: list[Arrival], mark: DeviceMark | None) -> _Plan:
+        replayed: list[Arrival] = []
         if mark is not None and mark.applied_through is not None:
             done = position_order(mark.applied_through)
+            replayed = [a for a in arrivals if position_order(a.position) <= done]
             arrivals = [a for a in arrivals if position_order(a.position) > done]
         last_seen = mark.last_seen if mark is not None else None
         fresh = [
@@ -226,6 +234,7 @@ class _Plan(msgspec.Struct, frozen=True, kw_only=True):
             mark=mark,
             fresh=fresh,
             late=late,
+            replayed=replayed,
             applied_through=max((a.position for a in arrivals), key=position_order, default=""),
         )
 

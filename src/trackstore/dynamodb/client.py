@@ -84,9 +84,7 @@ def translate(exc: Exception, what: str) -> Error:
         if code in THROTTLING:
             return Error(UNAVAILABLE, f"DynamoDB is throttling {what} ({code})", retry_after=1)
         if code == "ResourceNotFoundException":
-            return Error(
-                UNAVAILABLE, f"{what}: table not found (run `trackstore init`)", retry_after=5
-            )
+            return Error(UNAVAILABLE, f"{what}: not found (run `trackstore init`)", retry_after=5)
         if code in {"AccessDeniedException", "UnrecognizedClientException"}:
             return Error(UNAVAILABLE, f"{what}: access denied ({code})", retry_after=5)
         return Error(INTERNAL, f"{what}: DynamoDB error {code}: {_message(exc)}")

@@ -63,16 +63,25 @@ class MemoryStream:
 
 class MemoryBatch:
     def __init__(
-        self, stream: MemoryStream, shard_id: str, records: list[StreamRecord], end: int
+        self,
+        stream: MemoryStream,
+        shard_id: str,
+        records: list[StreamRecord],
+        end: int,
+        finished: asyncio.Event,
     ) -> None:
         self.shard_id = shard_id
         self.records = records
         self.millis_behind_latest: int | None = 0 if end >= stream.end(shard_id) else None
+        self.done = False
         self._stream = stream
         self._end = end
+        self._finished = finished
 
     async def checkpoint(self) -> None:
         self._stream.checkpoints[self.shard_id] = self._end
+        self.done = True
+        self._finished.set()
 
 
 class MemoryStreamSource:
@@ -83,33 +92,45 @@ class MemoryStreamSource:
         self._batch_size = batch_size
         self._idle_seconds = idle_seconds
         self._stopping = asyncio.Event()
+        self._finished = asyncio.Event()  # a batch was checkpointed: its shard may go on
 
     async def batches(self) -> AsyncIterator[MemoryBatch]:
         positions = {s: self._stream.checkpoints.get(s, 0) for s in self._stream.shard_ids}
+        in_hand: dict[str, MemoryBatch] = {}
         while not self._stopping.is_set():
             handed_out = False
+            self._finished.clear()
             for shard_id, position in positions.items():
                 if self._stopping.is_set():
                     return
+                if shard_id in in_hand and not in_hand[shard_id].done:
+                    continue  # a shard's next batch waits for its previous checkpoint
                 records = self._stream.read(shard_id, position, self._batch_size)
                 if not records:
                     continue
                 end = position + len(records)
                 positions[shard_id] = end
                 handed_out = True
-                yield MemoryBatch(self._stream, shard_id, records, end)
+                batch = MemoryBatch(self._stream, shard_id, records, end, self._finished)
+                in_hand[shard_id] = batch
+                yield batch
             if not handed_out:
                 waiter = asyncio.ensure_future(self._stream.wait_for_records())
                 stopper = asyncio.ensure_future(self._stopping.wait())
+                finisher = asyncio.ensure_future(self._finished.wait())
                 await asyncio.wait(
-                    {waiter, stopper},
+                    {waiter, stopper, finisher},
                     timeout=self._idle_seconds,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
                 waiter.cancel()
                 stopper.cancel()
+                finisher.cancel()
 
     async def stop(self) -> None:
+        self._stopping.set()
+
+    async def close(self) -> None:
         self._stopping.set()
 
 
