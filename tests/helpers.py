@@ -9,7 +9,14 @@ from typing import Any, TypeVar
 import msgspec
 
 from trackstore.clock import wall_clock_ms
-from trackstore.domain import DeviceActivity, Location, Page, StreamRecord
+from trackstore.domain import (
+    DeviceActivity,
+    DeviceMark,
+    Location,
+    Page,
+    StreamRecord,
+    stream_position,
+)
 
 T = TypeVar("T")
 
@@ -58,9 +65,11 @@ def stream_record(
     *,
     arrival_ms: int = NOW_MS,
     sequence_number: str | None = None,
+    sub_sequence_number: int = 0,
     shard_id: str = SHARD_ID,
 ) -> StreamRecord:
-    """A record as the stream hands it out; each call gets a new sequence number unless given."""
+    """A record as the stream hands it out; each call gets a new sequence number unless given
+    (records deaggregated from one KPL record share it and differ in `sub_sequence_number`)."""
     if isinstance(body, bytes):
         data, partition_key = body, "unknown"
     else:
@@ -70,7 +79,8 @@ def stream_record(
         data=data,
         partition_key=partition_key,
         shard_id=shard_id,
-        sequence_number=sequence_number or str(next(_sequence_numbers)),
+        sequence_number=sequence_number or new_sequence_number(),
+        sub_sequence_number=sub_sequence_number,
         arrival_ms=arrival_ms,
     )
 
@@ -78,8 +88,26 @@ def stream_record(
 def resent(record: StreamRecord, *, arrival_ms: int) -> StreamRecord:
     """The same data sent again by its producer: a new sequence number and arrival time."""
     return msgspec.structs.replace(
-        record, sequence_number=str(next(_sequence_numbers)), arrival_ms=arrival_ms
+        record,
+        sequence_number=new_sequence_number(),
+        sub_sequence_number=0,
+        arrival_ms=arrival_ms,
     )
+
+
+def position_of(record: StreamRecord) -> str:
+    """The stream position TrackService gives the record's location."""
+    return stream_position(record.sequence_number, record.sub_sequence_number)
+
+
+def new_sequence_number() -> str:
+    """A sequence number after every one handed out so far (here or by stream_record)."""
+    return str(next(_sequence_numbers))
+
+
+def new_position(sub_sequence_number: int = 0) -> str:
+    """A stream position after every position handed out so far."""
+    return stream_position(new_sequence_number(), sub_sequence_number)
 
 
 def location(device_id: str = "bus-1", timestamp: int = NOW_MS, **fields: Any) -> Location:
@@ -91,12 +119,19 @@ def location(device_id: str = "bus-1", timestamp: int = NOW_MS, **fields: Any) -
 
 def activity(
     device_id: str,
-    previous_last_seen: int | None,
-    fresh: tuple[Location, ...] = (),
-    late: tuple[Location, ...] = (),
+    expected: DeviceMark | None,
+    *,
+    newest: Location | None = None,
+    added: int = 0,
+    applied_through: str | None = None,
 ) -> DeviceActivity:
+    """A DeviceActivity; applied through a new position unless one is given."""
     return DeviceActivity(
-        device_id=device_id, previous_last_seen=previous_last_seen, fresh=fresh, late=late
+        device_id=device_id,
+        expected=expected,
+        newest=newest,
+        added=added,
+        applied_through=applied_through if applied_through is not None else new_position(),
     )
 
 

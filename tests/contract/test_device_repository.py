@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from tests.contract.conftest import Repos
-from tests.helpers import RECENT_MS, SECOND_MS, activity, all_pages, location
-from trackstore.domain import Device, HistoryQuery, Location
+from tests.helpers import RECENT_MS, SECOND_MS, activity, all_pages, location, new_position
+from trackstore.domain import Device, DeviceMark, HistoryQuery, Location
 from trackstore.errors import CONFLICT, INVALID, Error
 from trackstore.paging import encode_token
 
@@ -20,14 +20,20 @@ def at(seconds: int, device_id: str = "bus-1", **fields: Any) -> Location:
     return location(device_id, T0 + seconds * SECOND_MS, **fields)
 
 
-async def report(repos: Repos, device_id: str, *seconds: int) -> tuple[Location, ...]:
-    """What TrackService does with locations newer than the device's lastSeen: store them, then
-    apply them as fresh activity against the lastSeen just read."""
-    fresh = tuple(at(s, device_id) for s in seconds)
-    previous = (await repos.devices.last_seen([device_id])).get(device_id)
+async def mark_of(repos: Repos, device_id: str = "bus-1") -> DeviceMark | None:
+    return (await repos.devices.marks([device_id])).get(device_id)
+
+
+async def report(repos: Repos, device_id: str, *seconds: int) -> DeviceMark:
+    """What TrackService does with a batch of locations newer than the device's lastSeen: store
+    them, then apply them against the mark just read. Returns the device's new mark."""
+    fresh = [at(s, device_id) for s in seconds]
+    expected = await mark_of(repos, device_id)
     await repos.locations.put_many(fresh)
-    await repos.devices.apply_activity([activity(device_id, previous, fresh=fresh)])
-    return fresh
+    newest = max(fresh, key=lambda loc: loc.timestamp)
+    applied = activity(device_id, expected, newest=newest, added=len(fresh))
+    await repos.devices.apply_activity([applied])
+    return DeviceMark(last_seen=newest.timestamp, applied_through=applied.applied_through)
 
 
 async def device(repos: Repos, device_id: str = "bus-1") -> Device:
@@ -36,132 +42,225 @@ async def device(repos: Repos, device_id: str = "bus-1") -> Device:
     return found
 
 
-async def stored_seconds(repos: Repos, device_id: str = "bus-1") -> list[int]:
-    page = await repos.locations.history(HistoryQuery(device_id=device_id, limit=1000))
-    return [(loc.timestamp - T0) // SECOND_MS for loc in page.items]
+def seen(device: Device) -> tuple[int | None, Location | None, int]:
+    """lastSeen, lastLocation and totalUpdates, for one assertion."""
+    return device.last_seen, device.last_location, device.total_updates
 
 
-# -- last_seen -----------------------------------------------------------------------------------
+# -- marks ---------------------------------------------------------------------------------------
 
 
-async def test_last_seen_lists_only_devices_that_reported(repos: Repos) -> None:
-    await report(repos, "bus-1", 1, 4)
-    await report(repos, "bus-2", 2)
+async def test_marks_list_only_devices_whose_activity_was_applied(repos: Repos) -> None:
+    mark_1 = await report(repos, "bus-1", 1, 4)
+    mark_2 = await report(repos, "bus-2", 2)
     await repos.devices.register("bus-3", "Never reported", None, T0)
 
-    seen = await repos.devices.last_seen(["bus-1", "bus-2", "bus-3", "bus-404"])
+    marks = await repos.devices.marks(["bus-1", "bus-2", "bus-3", "bus-404"])
 
-    assert seen == {"bus-1": T0 + 4 * SECOND_MS, "bus-2": T0 + 2 * SECOND_MS}
-    assert await repos.devices.last_seen([]) == {}
-
-
-# -- apply_activity: fresh locations -------------------------------------------------------------
-
-
-async def test_fresh_activity_advances_last_seen_and_counts_each_location(repos: Repos) -> None:
-    await report(repos, "bus-1", 0, 2, 1)
-
-    first = await device(repos)
-    assert (first.last_seen, first.total_updates) == (T0 + 2 * SECOND_MS, 3)
-    assert first.last_location == at(2)
-
-    await report(repos, "bus-1", 3)
-
-    second = await device(repos)
-    assert (second.last_seen, second.total_updates, second.last_location) == (
-        T0 + 3 * SECOND_MS,
-        4,
-        at(3),
+    assert marks == {"bus-1": mark_1, "bus-2": mark_2}
+    assert mark_1 == DeviceMark(
+        last_seen=T0 + 4 * SECOND_MS, applied_through=mark_1.applied_through
     )
+    assert await repos.devices.marks([]) == {}
+    assert await repos.devices.marks(["bus-3"]) == {}
+
+
+# -- apply_activity ------------------------------------------------------------------------------
+
+
+async def test_activity_on_a_new_device_creates_it_with_its_mark(repos: Repos) -> None:
+    position = new_position()
+
+    await repos.devices.apply_activity(
+        [activity("bus-1", None, newest=at(3, speed=12.5), added=2, applied_through=position)]
+    )
+
+    created = await device(repos)
+    assert seen(created) == (T0 + 3 * SECOND_MS, at(3, speed=12.5), 2)
+    assert (created.registered_at, created.name, created.metadata) == (None, None, None)
+    assert await mark_of(repos) == DeviceMark(
+        last_seen=T0 + 3 * SECOND_MS, applied_through=position
+    )
+
+
+async def test_activity_against_the_current_mark_advances_the_device(repos: Repos) -> None:
+    first_mark = await report(repos, "bus-1", 0, 2, 1)
+
+    assert seen(await device(repos)) == (T0 + 2 * SECOND_MS, at(2), 3)
+    assert await mark_of(repos) == first_mark
+
+    second_mark = await report(repos, "bus-1", 3)
+
+    assert seen(await device(repos)) == (T0 + 3 * SECOND_MS, at(3), 4)
+    assert await mark_of(repos) == second_mark
+    assert second_mark != first_mark
 
 
 async def test_activity_of_several_devices_in_one_call(repos: Repos) -> None:
-    fresh_1, fresh_2 = (at(1, "bus-1"), at(2, "bus-1")), (at(5, "bus-2"),)
-    await repos.locations.put_many([*fresh_1, *fresh_2])
+    await report(repos, "bus-2", 1)
+    mark_2 = await mark_of(repos, "bus-2")
+    through_1, through_2 = new_position(), new_position()
 
     await repos.devices.apply_activity(
-        [activity("bus-1", None, fresh=fresh_1), activity("bus-2", None, fresh=fresh_2)]
+        [
+            activity("bus-1", None, newest=at(2, "bus-1"), added=2, applied_through=through_1),
+            activity("bus-2", mark_2, newest=at(5, "bus-2"), added=1, applied_through=through_2),
+        ]
     )
 
-    bus_1, bus_2 = await device(repos, "bus-1"), await device(repos, "bus-2")
-    assert (bus_1.last_seen, bus_1.total_updates) == (T0 + 2 * SECOND_MS, 2)
-    assert (bus_2.last_seen, bus_2.total_updates) == (T0 + 5 * SECOND_MS, 1)
+    assert seen(await device(repos, "bus-1")) == (T0 + 2 * SECOND_MS, at(2, "bus-1"), 2)
+    assert seen(await device(repos, "bus-2")) == (T0 + 5 * SECOND_MS, at(5, "bus-2"), 2)
+    assert await repos.devices.marks(["bus-1", "bus-2"]) == {
+        "bus-1": DeviceMark(last_seen=T0 + 2 * SECOND_MS, applied_through=through_1),
+        "bus-2": DeviceMark(last_seen=T0 + 5 * SECOND_MS, applied_through=through_2),
+    }
 
 
 @pytest.mark.parametrize(
-    "stale_previous",
-    [pytest.param(None, id="never-seen"), pytest.param(T0 + SECOND_MS, id="older-last-seen")],
+    "stale",
+    [
+        pytest.param(lambda first, current: None, id="none-though-a-mark-exists"),
+        pytest.param(lambda first, current: first, id="an-older-mark"),
+        pytest.param(
+            lambda first, current: DeviceMark(
+                last_seen=current.last_seen, applied_through=first.applied_through
+            ),
+            id="current-last-seen-older-position",
+        ),
+        pytest.param(
+            lambda first, current: DeviceMark(
+                last_seen=first.last_seen, applied_through=current.applied_through
+            ),
+            id="older-last-seen-current-position",
+        ),
+    ],
 )
-async def test_fresh_activity_against_a_stale_last_seen_is_a_conflict_and_changes_nothing(
-    repos: Repos, stale_previous: int | None
+async def test_activity_against_a_stale_mark_is_a_conflict_that_changes_only_that_device(
+    repos: Repos, stale: Any
 ) -> None:
-    await report(repos, "bus-1", 1, 3)
+    first = await report(repos, "bus-1", 1)
+    current = await report(repos, "bus-1", 3)
     before = await device(repos)
-    fresh = (at(5),)
-    await repos.locations.put_many(fresh)
+    through_0, through_2 = new_position(), new_position()
 
     with pytest.raises(Error) as raised:
-        await repos.devices.apply_activity([activity("bus-1", stale_previous, fresh=fresh)])
+        await repos.devices.apply_activity(
+            [
+                activity("bus-0", None, newest=at(7, "bus-0"), added=1, applied_through=through_0),
+                activity("bus-1", stale(first, current), newest=at(5), added=1),
+                activity("bus-2", None, newest=at(6, "bus-2"), added=3, applied_through=through_2),
+            ]
+        )
 
     assert raised.value.code is CONFLICT
+    assert "bus-1" in raised.value.message
     assert await device(repos) == before
+    assert await mark_of(repos) == current
+    # the activities whose mark matched, before and after the stale one, are applied
+    assert seen(await device(repos, "bus-0")) == (T0 + 7 * SECOND_MS, at(7, "bus-0"), 1)
+    assert seen(await device(repos, "bus-2")) == (T0 + 6 * SECOND_MS, at(6, "bus-2"), 3)
+    assert await repos.devices.marks(["bus-0", "bus-2"]) == {
+        "bus-0": DeviceMark(last_seen=T0 + 7 * SECOND_MS, applied_through=through_0),
+        "bus-2": DeviceMark(last_seen=T0 + 6 * SECOND_MS, applied_through=through_2),
+    }
 
 
-# -- apply_activity: late locations --------------------------------------------------------------
+async def test_an_activity_applies_at_most_once(repos: Repos) -> None:
+    expected = await report(repos, "bus-1", 1)
+    applied = activity("bus-1", expected, newest=at(4), added=2)
+    await repos.devices.apply_activity([applied])
+    after = await device(repos), await mark_of(repos)
+
+    with pytest.raises(Error) as raised:
+        await repos.devices.apply_activity([applied])  # a retry that does not know it succeeded
+
+    assert raised.value.code is CONFLICT
+    assert (await device(repos), await mark_of(repos)) == after
+    assert seen(after[0]) == (T0 + 4 * SECOND_MS, at(4), 3)
 
 
-async def test_a_late_location_is_stored_and_counted_once(repos: Repos) -> None:
-    await report(repos, "bus-1", 10)
-    late = activity("bus-1", T0 + 10 * SECOND_MS, late=(at(4, speed=7.0),))
+@pytest.mark.parametrize(
+    "seconds",
+    [pytest.param(19, id="older"), pytest.param(0, id="much-older"), pytest.param(20, id="same")],
+)
+async def test_a_newest_not_newer_than_last_seen_still_counts_and_moves_the_mark(
+    repos: Repos, seconds: int
+) -> None:
+    expected = await report(repos, "bus-1", 20)
+    position = new_position()
 
-    await repos.devices.apply_activity([late])
-    await repos.devices.apply_activity([late])  # replayed
-
-    assert await stored_seconds(repos) == [4, 10]
-    assert (await repos.locations.latest("bus-1")) == at(10)
-    after = await device(repos)
-    assert after.total_updates == 2
-    assert (after.last_seen, after.last_location) == (T0 + 10 * SECOND_MS, at(10))
-
-
-async def test_a_late_location_already_stored_is_not_counted(repos: Repos) -> None:
-    await report(repos, "bus-1", 3, 7)
-
-    # a replay of the batch that reported them, classified as late now that lastSeen moved on
-    replay = activity("bus-1", T0 + 7 * SECOND_MS, late=(at(3), at(7)))
-    await repos.devices.apply_activity([replay])
-
-    assert (await device(repos)).total_updates == 2
-    assert await stored_seconds(repos) == [3, 7]
-
-
-async def test_fresh_and_late_locations_in_one_activity_count_each_once(repos: Repos) -> None:
-    await report(repos, "bus-1", 5)
-    fresh = (at(8), at(9))
-    await repos.locations.put_many(fresh)
-    mixed = activity("bus-1", T0 + 5 * SECOND_MS, fresh=fresh, late=(at(2), at(5)))
-
-    await repos.devices.apply_activity([mixed])
-
-    after = await device(repos)
-    assert (after.total_updates, after.last_seen, after.last_location) == (
-        4,
-        T0 + 9 * SECOND_MS,
-        at(9),
+    await repos.devices.apply_activity(
+        [
+            activity(
+                "bus-1", expected, newest=at(seconds, speed=99.0), added=2, applied_through=position
+            )
+        ]
     )
-    assert await stored_seconds(repos) == [2, 5, 8, 9]
+
+    assert seen(await device(repos)) == (T0 + 20 * SECOND_MS, at(20), 3)
+    assert await mark_of(repos) == DeviceMark(
+        last_seen=T0 + 20 * SECOND_MS, applied_through=position
+    )
 
 
 async def test_last_seen_never_moves_backwards(repos: Repos) -> None:
     await report(repos, "bus-1", 20)
 
     for seconds in (19, 5, 20, 0):
-        current = (await repos.devices.last_seen(["bus-1"]))["bus-1"]
-        await repos.devices.apply_activity([activity("bus-1", current, late=(at(seconds),))])
+        current = await mark_of(repos)
+        await repos.devices.apply_activity(
+            [activity("bus-1", current, newest=at(seconds, speed=1.0), added=1)]
+        )
 
     after = await device(repos)
-    assert (after.last_seen, after.last_location) == (T0 + 20 * SECOND_MS, at(20))
-    assert after.total_updates == 4
+    assert seen(after) == (T0 + 20 * SECOND_MS, at(20), 5)
+    mark = await mark_of(repos)
+    assert mark is not None
+    assert mark.last_seen == T0 + 20 * SECOND_MS
+
+
+async def test_a_counted_late_location_adds_one_without_a_newest(repos: Repos) -> None:
+    expected = await report(repos, "bus-1", 10)
+    position = new_position()
+
+    await repos.devices.apply_activity(
+        [activity("bus-1", expected, newest=None, added=1, applied_through=position)]
+    )
+
+    assert seen(await device(repos)) == (T0 + 10 * SECOND_MS, at(10), 2)
+    assert await mark_of(repos) == DeviceMark(
+        last_seen=T0 + 10 * SECOND_MS, applied_through=position
+    )
+
+
+async def test_an_activity_that_adds_nothing_still_moves_the_mark(repos: Repos) -> None:
+    # a batch whose late locations were all stored before (a producer's resend)
+    expected = await report(repos, "bus-1", 10)
+    position = new_position()
+
+    await repos.devices.apply_activity(
+        [activity("bus-1", expected, newest=None, added=0, applied_through=position)]
+    )
+
+    assert seen(await device(repos)) == (T0 + 10 * SECOND_MS, at(10), 1)
+    assert await mark_of(repos) == DeviceMark(
+        last_seen=T0 + 10 * SECOND_MS, applied_through=position
+    )
+
+
+async def test_activity_on_a_registered_device_without_a_mark_expects_none(repos: Repos) -> None:
+    await repos.devices.register("bus-1", "Bus one", {"depot": "north"}, T0)
+    position = new_position()
+    await repos.devices.apply_activity(
+        [activity("bus-1", None, newest=at(2), added=1, applied_through=position)]
+    )
+
+    after = await device(repos)
+    assert (after.name, after.metadata, after.registered_at) == ("Bus one", {"depot": "north"}, T0)
+    assert seen(after) == (T0 + 2 * SECOND_MS, at(2), 1)
+    assert await mark_of(repos) == DeviceMark(
+        last_seen=T0 + 2 * SECOND_MS, applied_through=position
+    )
 
 
 # -- get, list, register -------------------------------------------------------------------------
@@ -241,7 +340,7 @@ async def test_register_returns_and_stores_the_device(repos: Repos) -> None:
         metadata={"depot": "north", "seats": 40},
     )
     assert await repos.devices.get("bus-1") == registered
-    assert await repos.devices.last_seen(["bus-1"]) == {}
+    assert await repos.devices.marks(["bus-1"]) == {}
 
 
 async def test_register_without_name_or_metadata(repos: Repos) -> None:
@@ -262,7 +361,7 @@ async def test_registering_twice_is_a_conflict_and_keeps_the_first(repos: Repos)
 
 
 async def test_registering_a_device_that_reported_keeps_its_activity(repos: Repos) -> None:
-    await report(repos, "bus-1", 1, 2)
+    mark = await report(repos, "bus-1", 1, 2)
 
     registered = await repos.devices.register("bus-1", "Bus one", None, T0 + 9 * SECOND_MS)
 
@@ -270,16 +369,18 @@ async def test_registering_a_device_that_reported_keeps_its_activity(repos: Repo
     assert (registered.last_seen, registered.total_updates) == (T0 + 2 * SECOND_MS, 2)
     assert registered.last_location == at(2)
     assert await repos.devices.get("bus-1") == registered
+    assert await mark_of(repos) == mark
 
 
 async def test_reporting_after_registering_keeps_the_registration(repos: Repos) -> None:
     await repos.devices.register("bus-1", "Bus one", {"depot": "north"}, T0)
 
-    await report(repos, "bus-1", 1)
+    mark = await report(repos, "bus-1", 1)
 
     after = await device(repos)
     assert (after.name, after.metadata, after.registered_at) == ("Bus one", {"depot": "north"}, T0)
     assert (after.last_seen, after.total_updates) == (T0 + SECOND_MS, 1)
+    assert await mark_of(repos) == mark
 
 
 async def test_ping_answers(repos: Repos) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 import pytest
 
 from tests.contract.conftest import Repos
@@ -125,7 +126,13 @@ async def test_an_old_batch_replayed_after_newer_ones_changes_nothing(repos: Rep
 
 async def test_legacy_and_canonical_records_of_one_device_land_in_one_track(repos: Repos) -> None:
     legacy = stream_record(
-        {"busId": "bus-1", "lat": 52.5, "lon": 13.4, "ts": (RECENT_MS + 1000) / 1000, "region": "eu"}
+        {
+            "busId": "bus-1",
+            "lat": 52.5,
+            "lon": 13.4,
+            "ts": (RECENT_MS + 1000) / 1000,
+            "region": "eu",
+        }
     )
 
     await service(repos).ingest([legacy, record(2)])
@@ -134,3 +141,22 @@ async def test_legacy_and_canonical_records_of_one_device_land_in_one_track(repo
     assert device.total_updates == 2
     assert stored[0].attributes == {"region": "eu"}
     assert (stored[0].latitude, stored[0].longitude) == (52.5, 13.4)
+
+
+async def test_a_record_behind_the_mark_from_another_shard_is_still_stored(repos: Repos) -> None:
+    # A producer that does not use the device id as partition key spreads one device over
+    # shards, so a record can arrive after newer positions were applied: never lose it.
+    early = record(5)
+    await service(repos).ingest([record(10)])
+    later = record(20)
+    await service(repos).ingest([later])
+
+    await service(repos).ingest([msgspec.structs.replace(early, sequence_number="1")])
+
+    device, stored = await state(repos)
+    assert [loc.timestamp for loc in stored] == [RECENT_MS + s * SECOND_MS for s in (5, 10, 20)]
+    assert device.last_seen == later_ms(20)
+
+
+def later_ms(second: int) -> int:
+    return RECENT_MS + second * SECOND_MS

@@ -8,8 +8,15 @@ from typing import Any
 import pytest
 
 from tests.contract.conftest import Repos
-from tests.helpers import RECENT_MS, SECOND_MS, all_pages, location
-from trackstore.domain import HistoryQuery, Location, Order, Page
+from tests.helpers import (
+    RECENT_MS,
+    SECOND_MS,
+    all_pages,
+    location,
+    new_position,
+    new_sequence_number,
+)
+from trackstore.domain import Arrival, HistoryQuery, Location, Order, Page, stream_position
 from trackstore.errors import INVALID, Error
 from trackstore.paging import encode_token
 
@@ -86,6 +93,137 @@ async def test_put_many_stores_a_large_batch_of_many_devices(repos: Repos) -> No
     for d in range(3):
         page = await history(repos, f"bus-{d}", limit=1000)
         assert times(page.items) == list(range(40))
+
+
+def by_key(items: list[Location]) -> list[Location]:
+    """Locations in (device, timestamp) order: put_new promises no order."""
+    return sorted(items, key=lambda loc: (loc.device_id, loc.timestamp))
+
+
+async def test_put_new_stores_and_returns_locations_whose_key_is_absent(repos: Repos) -> None:
+    full = at(
+        2,
+        speed=42.5,
+        heading=90.0,
+        altitude=3.5,
+        accuracy=4.0,
+        battery=55.0,
+        attributes={"route": "M10", "doorsOpen": True},
+        received_at=T0 + 2500,
+    )
+    await repos.locations.put_many([at(5)])
+
+    counted = await repos.locations.put_new(
+        [Arrival(full, new_position()), Arrival(at(1), new_position())]
+    )
+
+    assert by_key(counted) == [at(1), full]
+    assert (await history(repos)).items == [at(1), full, at(5)]
+    assert await repos.locations.latest("bus-1") == at(5)
+
+
+async def test_put_new_of_nothing_is_a_no_op(repos: Repos) -> None:
+    assert await repos.locations.put_new([]) == []
+
+    assert (await history(repos)).items == []
+
+
+async def test_put_new_leaves_a_key_stored_by_put_many_as_is(repos: Repos) -> None:
+    await repos.locations.put_many([at(3, latitude=10.0)])
+
+    counted = await repos.locations.put_new([Arrival(at(3, latitude=20.0), new_position())])
+
+    assert counted == []
+    assert (await history(repos)).items == [at(3, latitude=10.0)]
+
+
+async def test_put_new_again_from_the_same_position_counts_the_location_again(
+    repos: Repos,
+) -> None:
+    # an attempt of a batch stored it and died before applying it: the replay counts it too
+    position = new_position()
+    assert await repos.locations.put_new([Arrival(at(3, latitude=10.0), position)]) == [
+        at(3, latitude=10.0)
+    ]
+
+    counted = await repos.locations.put_new([Arrival(at(3, latitude=10.0), position)])
+
+    assert counted == [at(3, latitude=10.0)]
+    assert (await history(repos)).items == [at(3, latitude=10.0)]
+
+
+async def test_put_new_from_another_position_keeps_the_first_write(repos: Repos) -> None:
+    # a producer's resend, carried by another record
+    first, later = new_position(), new_position()
+    await repos.locations.put_new([Arrival(at(3, latitude=10.0), first)])
+
+    counted = await repos.locations.put_new([Arrival(at(3, latitude=20.0), later)])
+
+    assert counted == []
+    assert (await history(repos)).items == [at(3, latitude=10.0)]
+    assert await repos.locations.put_new([Arrival(at(3, latitude=10.0), first)]) == [
+        at(3, latitude=10.0)
+    ]
+
+
+async def test_put_new_tells_the_same_sequence_number_apart_by_sub_sequence(repos: Repos) -> None:
+    # records deaggregated from one KPL record share their sequence number
+    sequence = new_sequence_number()
+    await repos.locations.put_new([Arrival(at(3, latitude=10.0), stream_position(sequence, 0))])
+
+    counted = await repos.locations.put_new(
+        [Arrival(at(3, latitude=20.0), stream_position(sequence, 1))]
+    )
+
+    assert counted == []
+    assert (await history(repos)).items == [at(3, latitude=10.0)]
+
+
+async def test_put_new_decides_each_arrival_of_several_devices_in_one_call(repos: Repos) -> None:
+    earlier = new_position()
+    await repos.locations.put_many([at(1, "bus-1"), at(1, "bus-2", latitude=1.0)])
+    await repos.locations.put_new(
+        [Arrival(at(2, "bus-1"), earlier), Arrival(at(2, "bus-2", latitude=2.0), earlier)]
+    )
+    now = [new_position(sub) for sub in range(8)]
+    arrivals = [
+        Arrival(at(0, "bus-1"), now[0]),  # absent: counted
+        Arrival(at(1, "bus-1", latitude=9.0), now[1]),  # stored by put_many: not counted
+        Arrival(at(2, "bus-1"), earlier),  # stored from this very position: counted
+        Arrival(at(3, "bus-1"), now[2]),  # absent: counted
+        Arrival(at(0, "bus-2"), now[3]),  # absent: counted
+        Arrival(at(1, "bus-2", latitude=9.0), now[4]),  # stored by put_many: not counted
+        Arrival(at(2, "bus-2", latitude=9.0), now[5]),  # stored from another position
+        Arrival(at(7, "bus-3"), now[6]),  # a device without locations: counted
+    ]
+
+    counted = await repos.locations.put_new(arrivals)
+
+    assert by_key(counted) == [
+        at(0, "bus-1"),
+        at(2, "bus-1"),
+        at(3, "bus-1"),
+        at(0, "bus-2"),
+        at(7, "bus-3"),
+    ]
+    assert (await history(repos, "bus-1")).items == [at(s, "bus-1") for s in range(4)]
+    assert (await history(repos, "bus-2")).items == [
+        at(0, "bus-2"),
+        at(1, "bus-2", latitude=1.0),
+        at(2, "bus-2", latitude=2.0),
+    ]
+    assert (await history(repos, "bus-3")).items == [at(7, "bus-3")]
+
+
+async def test_put_new_stores_a_large_batch_of_many_devices(repos: Repos) -> None:
+    batch = [Arrival(at(s, f"bus-{d}"), new_position()) for d in range(3) for s in range(40)]
+    random.Random(11).shuffle(batch)
+
+    counted = await repos.locations.put_new(batch)
+
+    assert by_key(counted) == by_key([arrival.location for arrival in batch])
+    for d in range(3):
+        assert times((await history(repos, f"bus-{d}", limit=1000)).items) == list(range(40))
 
 
 async def test_history_window_is_inclusive_at_both_ends(repos: Repos) -> None:

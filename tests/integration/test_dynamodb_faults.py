@@ -24,7 +24,11 @@ class FlakyClient:
     `throttle_ops` raise ProvisionedThroughputExceededException."""
 
     def __init__(
-        self, client: Any, unprocessed: int = 0, throttled: int = 0, throttle_ops: tuple[str, ...] = ()
+        self,
+        client: Any,
+        unprocessed: int = 0,
+        throttled: int = 0,
+        throttle_ops: tuple[str, ...] = (),
     ) -> None:
         self._client = client
         self.unprocessed = unprocessed
@@ -40,7 +44,12 @@ class FlakyClient:
             if name in self._throttle_ops and self.throttled > 0:
                 self.throttled -= 1
                 raise ClientError(
-                    {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow"}},
+                    {
+                        "Error": {
+                            "Code": "ProvisionedThroughputExceededException",
+                            "Message": "slow",
+                        }
+                    },
                     name,
                 )
             if name == "batch_write_item" and self.unprocessed > 0:
