@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import msgspec
 
 from trackstore.clock import wall_clock_ms
 from trackstore.domain import (
+    Arrival,
     DeviceActivity,
     DeviceMark,
     Location,
@@ -108,6 +109,11 @@ def new_sequence_number() -> str:
 def new_position(sub_sequence_number: int = 0) -> str:
     """A stream position after every position handed out so far."""
     return stream_position(new_sequence_number(), sub_sequence_number)
+
+
+def arrived(locations: Iterable[Location]) -> list[Arrival]:
+    """The locations as arrivals, each from a new stream position (what put_many takes)."""
+    return [Arrival(location, new_position()) for location in locations]
 
 
 def location(device_id: str = "bus-1", timestamp: int = NOW_MS, **fields: Any) -> Location:

@@ -57,17 +57,18 @@ class StreamSource(Protocol):
 
 @runtime_checkable
 class LocationRepository(Protocol):
-    async def put_many(self, locations: Sequence[Location]) -> None:
-        """Stores locations, keyed by (device_id, timestamp); storing a key again overwrites it,
-        so a replay changes nothing. Either raises or has stored every one."""
+    async def put_many(self, arrivals: Sequence[Arrival]) -> None:
+        """Stores the arrivals' locations, keyed by (device_id, timestamp), each with the stream
+        position it came from; storing a key again overwrites it, so a replay changes nothing.
+        Either raises or has stored every one."""
 
     async def put_new(self, arrivals: Sequence[Arrival]) -> list[Location]:
-        """Stores each location whose key is not stored yet, remembering the arrival's position;
-        a key already stored from another position is left as it is (the first write wins).
+        """Stores each location whose key is not stored yet, with the arrival's position; a key
+        already stored from another position is left as it is (the first write wins).
 
         Returns the locations that count as new: stored now, or stored earlier from this same
-        position (by an attempt of this batch that did not finish). Either raises or has
-        decided every one.
+        position (by put_many or put_new, in an attempt that did not finish). Either raises or
+        has decided every one.
         """
 
     async def history(self, query: HistoryQuery) -> Page[Location]:

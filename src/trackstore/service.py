@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 
 import msgspec
@@ -32,6 +33,8 @@ Clock = Callable[[], int]  # epoch milliseconds
 # worker); a few re-reads settle it.
 MAX_ACTIVITY_ATTEMPTS = 5
 MAX_NAME_LENGTH = 256
+# Load balancers give a health check 5 s by default: answer, even if the answer is "down".
+HEALTH_TIMEOUT_S = 2.0
 MAX_METADATA_BYTES = 4096
 
 
@@ -112,7 +115,7 @@ class TrackService:
                 _Plan.of(device_id, arrivals, marks.get(device_id))
                 for device_id, arrivals in by_device.items()
             ]
-            await self._locations.put_many([loc for plan in plans for loc in plan.fresh])
+            await self._locations.put_many([arrival for plan in plans for arrival in plan.fresh])
             replayed = [arrival for plan in plans for arrival in plan.replayed]
             if replayed:
                 await self._locations.put_new(replayed)
@@ -196,15 +199,19 @@ class TrackService:
 
     async def health(self) -> dict[str, str | None]:
         """Each dependency's check: None when it answers, else why not."""
-        checks: dict[str, str | None] = {}
-        for name, repository in (("locations", self._locations), ("devices", self._devices)):
+
+
+        async def check(repository: LocationRepository | DeviceRepository) -> str | None:
             try:
-                await repository.ping()
+                await asyncio.wait_for(repository.ping(), HEALTH_TIMEOUT_S)
             except Error as error:
-                checks[name] = error.message
-            else:
-                checks[name] = None
-        return checks
+                return error.message
+            except TimeoutError:
+                return f"no answer within {HEALTH_TIMEOUT_S:g} s"
+            return None
+
+        locations, devices = await asyncio.gather(check(self._locations), check(self._devices))
+        return {"locations": locations, "devices": devices}
 
 
 class _Plan(msgspec.Struct, frozen=True, kw_only=True):
@@ -212,7 +219,7 @@ class _Plan(msgspec.Struct, frozen=True, kw_only=True):
 
     device_id: str
     mark: DeviceMark | None
-    fresh: list[Location]
+    fresh: list[Arrival]
     late: list[Arrival]
     replayed: list[Arrival]
     applied_through: str
@@ -225,9 +232,7 @@ class _Plan(msgspec.Struct, frozen=True, kw_only=True):
             replayed = [a for a in arrivals if position_order(a.position) <= done]
             arrivals = [a for a in arrivals if position_order(a.position) > done]
         last_seen = mark.last_seen if mark is not None else None
-        fresh = [
-            a.location for a in arrivals if last_seen is None or a.location.timestamp > last_seen
-        ]
+        fresh = [a for a in arrivals if last_seen is None or a.location.timestamp > last_seen]
         late = [a for a in arrivals if last_seen is not None and a.location.timestamp <= last_seen]
         return cls(
             device_id=device_id,
@@ -242,7 +247,9 @@ class _Plan(msgspec.Struct, frozen=True, kw_only=True):
         return DeviceActivity(
             device_id=self.device_id,
             expected=self.mark,
-            newest=max(self.fresh, key=lambda loc: loc.timestamp) if self.fresh else None,
+            newest=max((a.location for a in self.fresh), key=lambda loc: loc.timestamp)
+            if self.fresh
+            else None,
             added=len(self.fresh) + counted_late,
             applied_through=self.applied_through,
         )

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from tests.contract.conftest import Repos
-from tests.helpers import RECENT_MS, SECOND_MS, activity, all_pages, location, new_position
+from tests.helpers import RECENT_MS, SECOND_MS, activity, all_pages, arrived, location, new_position
 from trackstore.domain import Device, DeviceMark, HistoryQuery, Location
 from trackstore.errors import CONFLICT, INVALID, Error
 from trackstore.paging import encode_token
@@ -29,7 +29,7 @@ async def report(repos: Repos, device_id: str, *seconds: int) -> DeviceMark:
     them, then apply them against the mark just read. Returns the device's new mark."""
     fresh = [at(s, device_id) for s in seconds]
     expected = await mark_of(repos, device_id)
-    await repos.locations.put_many(fresh)
+    await repos.locations.put_many(arrived(fresh))
     newest = max(fresh, key=lambda loc: loc.timestamp)
     applied = activity(device_id, expected, newest=newest, added=len(fresh))
     await repos.devices.apply_activity([applied])
@@ -298,7 +298,7 @@ async def test_listing_no_devices_is_one_empty_page(repos: Repos) -> None:
 
 
 async def test_a_location_history_token_is_rejected_by_the_listing(repos: Repos) -> None:
-    await repos.locations.put_many([at(s) for s in range(3)])
+    await repos.locations.put_many(arrived([at(s) for s in range(3)]))
     page = await repos.locations.history(HistoryQuery(device_id="bus-1", limit=1))
     assert page.next_token is not None
     await report(repos, "bus-2", 1)

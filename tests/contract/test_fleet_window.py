@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.contract.conftest import Repos
-from tests.helpers import DAY_MS, MINUTE_MS, RECENT_MS, all_pages, location
+from tests.helpers import DAY_MS, MINUTE_MS, RECENT_MS, all_pages, arrived, location
 from trackstore.domain import Location, WindowQuery
 from trackstore.errors import INVALID, Error
 from trackstore.paging import encode_token
@@ -26,7 +26,7 @@ async def fill(repos: Repos) -> list[Location]:
         for minutes in range(-60, 61, 20)
         for d in range(5)
     ]
-    await repos.locations.put_many(stored)
+    await repos.locations.put_many(arrived(stored))
     return stored
 
 

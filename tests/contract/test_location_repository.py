@@ -12,6 +12,7 @@ from tests.helpers import (
     RECENT_MS,
     SECOND_MS,
     all_pages,
+    arrived,
     location,
     new_position,
     new_sequence_number,
@@ -52,16 +53,16 @@ async def test_a_location_reads_back_with_every_field_as_written(repos: Repos) -
     )
     bare = at(1, latitude=0.0, longitude=0.0, received_at=T0 + 2500)
 
-    await repos.locations.put_many([full, bare])
+    await repos.locations.put_many(arrived([full, bare]))
 
     assert (await history(repos)).items == [full, bare]
     assert await repos.locations.latest("bus-1") == bare
 
 
 async def test_storing_a_key_again_overwrites_it(repos: Repos) -> None:
-    await repos.locations.put_many([at(0, latitude=10.0), at(1)])
+    await repos.locations.put_many(arrived([at(0, latitude=10.0), at(1)]))
 
-    await repos.locations.put_many([at(0, latitude=20.0)])
+    await repos.locations.put_many(arrived([at(0, latitude=20.0)]))
 
     page = await history(repos)
     assert times(page.items) == [0, 1]
@@ -70,16 +71,16 @@ async def test_storing_a_key_again_overwrites_it(repos: Repos) -> None:
 
 async def test_replaying_put_many_changes_nothing(repos: Repos) -> None:
     batch = [at(s, device_id=d) for s in range(5) for d in ("bus-1", "bus-2")]
-    await repos.locations.put_many(batch)
+    await repos.locations.put_many(arrived(batch))
     before = (await history(repos, "bus-1")).items, (await history(repos, "bus-2")).items
 
-    await repos.locations.put_many(batch)
+    await repos.locations.put_many(arrived(batch))
 
     assert ((await history(repos, "bus-1")).items, (await history(repos, "bus-2")).items) == before
 
 
 async def test_put_many_of_nothing_is_a_no_op(repos: Repos) -> None:
-    await repos.locations.put_many([])
+    await repos.locations.put_many(arrived([]))
 
     assert (await history(repos)).items == []
 
@@ -88,7 +89,7 @@ async def test_put_many_stores_a_large_batch_of_many_devices(repos: Repos) -> No
     batch = [at(s, device_id=f"bus-{d}") for d in range(3) for s in range(40)]
     random.Random(7).shuffle(batch)
 
-    await repos.locations.put_many(batch)
+    await repos.locations.put_many(arrived(batch))
 
     for d in range(3):
         page = await history(repos, f"bus-{d}", limit=1000)
@@ -111,7 +112,7 @@ async def test_put_new_stores_and_returns_locations_whose_key_is_absent(repos: R
         attributes={"route": "M10", "doorsOpen": True},
         received_at=T0 + 2500,
     )
-    await repos.locations.put_many([at(5)])
+    await repos.locations.put_many(arrived([at(5)]))
 
     counted = await repos.locations.put_new(
         [Arrival(full, new_position()), Arrival(at(1), new_position())]
@@ -129,7 +130,7 @@ async def test_put_new_of_nothing_is_a_no_op(repos: Repos) -> None:
 
 
 async def test_put_new_leaves_a_key_stored_by_put_many_as_is(repos: Repos) -> None:
-    await repos.locations.put_many([at(3, latitude=10.0)])
+    await repos.locations.put_many(arrived([at(3, latitude=10.0)]))
 
     counted = await repos.locations.put_new([Arrival(at(3, latitude=20.0), new_position())])
 
@@ -181,7 +182,7 @@ async def test_put_new_tells_the_same_sequence_number_apart_by_sub_sequence(repo
 
 async def test_put_new_decides_each_arrival_of_several_devices_in_one_call(repos: Repos) -> None:
     earlier = new_position()
-    await repos.locations.put_many([at(1, "bus-1"), at(1, "bus-2", latitude=1.0)])
+    await repos.locations.put_many(arrived([at(1, "bus-1"), at(1, "bus-2", latitude=1.0)]))
     await repos.locations.put_new(
         [Arrival(at(2, "bus-1"), earlier), Arrival(at(2, "bus-2", latitude=2.0), earlier)]
     )
@@ -227,7 +228,7 @@ async def test_put_new_stores_a_large_batch_of_many_devices(repos: Repos) -> Non
 
 
 async def test_history_window_is_inclusive_at_both_ends(repos: Repos) -> None:
-    await repos.locations.put_many([at(s) for s in range(10)])
+    await repos.locations.put_many(arrived([at(s) for s in range(10)]))
 
     page = await history(repos, start=T0 + 3 * SECOND_MS, end=T0 + 6 * SECOND_MS)
     single = await history(repos, start=T0 + 4 * SECOND_MS, end=T0 + 4 * SECOND_MS)
@@ -241,7 +242,7 @@ async def test_history_window_is_inclusive_at_both_ends(repos: Repos) -> None:
 
 
 async def test_history_of_an_empty_window_is_one_empty_page(repos: Repos) -> None:
-    await repos.locations.put_many([at(0), at(10)])
+    await repos.locations.put_many(arrived([at(0), at(10)]))
 
     pages = await all_pages(
         lambda token: history(repos, start=T0 + SECOND_MS, end=T0 + 9 * SECOND_MS, token=token)
@@ -251,7 +252,9 @@ async def test_history_of_an_empty_window_is_one_empty_page(repos: Repos) -> Non
 
 
 async def test_history_holds_only_the_devices_own_locations(repos: Repos) -> None:
-    await repos.locations.put_many([at(0, "bus-1"), at(1, "bus-10"), at(2, "bus-"), at(3, "bus-1")])
+    await repos.locations.put_many(
+        arrived([at(0, "bus-1"), at(1, "bus-10"), at(2, "bus-"), at(3, "bus-1")])
+    )
 
     assert times((await history(repos, "bus-1")).items) == [0, 3]
     assert (await history(repos, "bus-404")).items == []
@@ -263,7 +266,7 @@ async def test_history_holds_only_the_devices_own_locations(repos: Repos) -> Non
 async def test_history_is_in_the_querys_order(
     repos: Repos, order: Order, expected: list[int]
 ) -> None:
-    await repos.locations.put_many([at(2), at(0), at(3), at(1)])
+    await repos.locations.put_many(arrived([at(2), at(0), at(3), at(1)]))
 
     assert times((await history(repos, order=order)).items) == expected
 
@@ -273,7 +276,9 @@ async def test_history_is_in_the_querys_order(
 async def test_paging_through_a_window_gives_every_location_once_in_order(
     repos: Repos, order: Order, limit: int
 ) -> None:
-    await repos.locations.put_many([at(s) for s in range(-3, 15)] + [at(5, device_id="bus-2")])
+    await repos.locations.put_many(
+        arrived([at(s) for s in range(-3, 15)] + [at(5, device_id="bus-2")])
+    )
     window = {"start": T0, "end": T0 + 8 * SECOND_MS}
 
     pages = await all_pages(
@@ -294,7 +299,9 @@ async def _first_token(repos: Repos, device_id: str = "bus-1", order: Order = Or
 
 
 async def test_a_token_of_another_device_is_rejected(repos: Repos) -> None:
-    await repos.locations.put_many([at(s, d) for s in range(3) for d in ("bus-1", "bus-2")])
+    await repos.locations.put_many(
+        arrived([at(s, d) for s in range(3) for d in ("bus-1", "bus-2")])
+    )
     token = await _first_token(repos, "bus-1")
 
     with pytest.raises(Error) as raised:
@@ -307,7 +314,7 @@ async def test_a_token_of_another_device_is_rejected(repos: Repos) -> None:
 async def test_a_token_of_the_other_order_is_rejected(
     repos: Repos, issued: Order, used: Order
 ) -> None:
-    await repos.locations.put_many([at(s) for s in range(3)])
+    await repos.locations.put_many(arrived([at(s) for s in range(3)]))
     token = await _first_token(repos, order=issued)
 
     with pytest.raises(Error) as raised:
@@ -321,7 +328,7 @@ async def test_a_device_listing_token_is_rejected(repos: Repos) -> None:
         await repos.devices.register(f"bus-{n}", None, None, T0)
     listing = await repos.devices.list(1, None)
     assert listing.next_token is not None
-    await repos.locations.put_many([at(s) for s in range(3)])
+    await repos.locations.put_many(arrived([at(s) for s in range(3)]))
 
     with pytest.raises(Error) as raised:
         await history(repos, limit=1, token=listing.next_token)
@@ -341,7 +348,7 @@ async def test_a_device_listing_token_is_rejected(repos: Repos) -> None:
     ],
 )
 async def test_a_garbage_token_is_rejected(repos: Repos, token: str) -> None:
-    await repos.locations.put_many([at(s) for s in range(3)])
+    await repos.locations.put_many(arrived([at(s) for s in range(3)]))
 
     with pytest.raises(Error) as raised:
         await history(repos, limit=1, token=token)
@@ -350,14 +357,14 @@ async def test_a_garbage_token_is_rejected(repos: Repos, token: str) -> None:
 
 
 async def test_latest_is_the_newest_location_whatever_the_write_order(repos: Repos) -> None:
-    await repos.locations.put_many([at(5), at(9, speed=12.0), at(1)])
-    await repos.locations.put_many([at(3)])  # a straggler arrives last
+    await repos.locations.put_many(arrived([at(5), at(9, speed=12.0), at(1)]))
+    await repos.locations.put_many(arrived([at(3)]))  # a straggler arrives last
 
     assert await repos.locations.latest("bus-1") == at(9, speed=12.0)
 
 
 async def test_latest_of_a_device_without_locations_is_none(repos: Repos) -> None:
-    await repos.locations.put_many([at(0, "bus-1")])
+    await repos.locations.put_many(arrived([at(0, "bus-1")]))
 
     assert await repos.locations.latest("bus-2") is None
 

@@ -45,7 +45,12 @@ class Fleet:
         self.expected.setdefault(device, {})[timestamp] = (lat, lon)
         if index % 5 == 0:  # a legacy producer: aliases and epoch seconds
             return timestamp, {"busId": device, "lat": lat, "lon": lon, "ts": timestamp / 1000}
-        return timestamp, {"deviceId": device, "timestamp": timestamp, "latitude": lat, "longitude": lon}
+        return timestamp, {
+            "deviceId": device,
+            "timestamp": timestamp,
+            "latitude": lat,
+            "longitude": lon,
+        }
 
     def round(self, first: int, last: int) -> list[tuple[str, bytes]]:
         """Reports `first`..`last` of every device, with resends, stragglers, KPL aggregates and
@@ -143,7 +148,9 @@ async def tables_state(env: dict[str, str]) -> dict[str, Any]:
         return state
 
 
-async def wait_until_complete(env: dict[str, str], fleet: Fleet, timeout_s: float) -> dict[str, Any]:
+async def wait_until_complete(
+    env: dict[str, str], fleet: Fleet, timeout_s: float
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while True:
         state = await tables_state(env)
@@ -162,7 +169,9 @@ async def test_consume_survives_kill_restart_and_split_with_exact_tables(
     env: dict[str, str], consumers: list[subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
     log = tmp_path / "consume.log"
-    init = subprocess.run([*TRACKSTORE, "init", "--shards", "2"], env=env, capture_output=True)
+    init = await asyncio.to_thread(
+        subprocess.run, [*TRACKSTORE, "init", "--shards", "2"], env=env, capture_output=True
+    )
     assert init.returncode == 0, init.stderr
     fleet = Fleet(seed=11)
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.helpers import RECENT_MS, SECOND_MS, location
+from tests.helpers import RECENT_MS, SECOND_MS, arrived, location
 from trackstore.domain import HistoryQuery
 from trackstore.dynamodb import DynamoDeviceRepository, DynamoLocationRepository, dynamodb_client
 from trackstore.dynamodb.batch import BatchWriter
@@ -89,7 +89,7 @@ async def test_a_write_of_more_than_25_items_with_duplicate_keys_stores_each_key
     # Duplicated keys inside one call: DynamoDB refuses such a batch outright.
     items += [location("bus-1", items[3].timestamp, latitude=1.0), items[40], items[41]]
 
-    await repo.put_many(items)
+    await repo.put_many(arrived(items))
 
     assert await stored_count(client, locations) == 70
     page = await repo.history(HistoryQuery(device_id="bus-1", start=items[3].timestamp, limit=1))
@@ -101,7 +101,7 @@ async def test_unprocessed_items_are_retried_until_stored(tables: tuple[Any, str
     flaky = FlakyClient(client, unprocessed=5)
     repo = DynamoLocationRepository(flaky, locations, ttl_days=30, date_shards=4)
 
-    await repo.put_many(many(30))
+    await repo.put_many(arrived(many(30)))
 
     assert await stored_count(client, locations) == 30
     assert flaky.calls["batch_write_item"] == 2 + 5  # two chunks, five rounds handed back

@@ -1,5 +1,4 @@
-"""The aiobotocore DynamoDB client, opened once per process, and the translation of its failures
-into the domain's error codes at the adapter edge."""
+"""The aiobotocore DynamoDB client, opened once per process, and a cheap health probe."""
 
 from __future__ import annotations
 
@@ -8,49 +7,22 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    ReadTimeoutError,
-)
-
-from trackstore.errors import INTERNAL, UNAVAILABLE, Error
-
-# Throttling that outlasts botocore's own retries is the caller's to back off from.
-THROTTLING = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "ServiceUnavailable",
-        "LimitExceededException",
-    }
-)
-
-
-def client_config(max_pool: int = 50) -> AioConfig:
-    return AioConfig(
-        retries={"mode": "standard", "max_attempts": 4},
-        connect_timeout=3,
-        read_timeout=10,
-        max_pool_connections=max_pool,
-    )
+from trackstore import aws
+from trackstore.aws import aws_session, client_config
+from trackstore.errors import Error
 
 
 @asynccontextmanager
 async def dynamodb_client(region: str, endpoint_url: str | None = None) -> AsyncIterator[Any]:
     """A DynamoDB client; without `endpoint_url`, botocore's AWS_ENDPOINT_URL(_DYNAMODB) or AWS."""
-    session = get_session()
-    async with session.create_client(
+    async with aws_session().create_client(
         "dynamodb", region_name=region, endpoint_url=endpoint_url, config=client_config()
     ) as client:
         yield client
+
+
+def translate(exc: Exception, what: str) -> Error:
+    return aws.translate(exc, what, "DynamoDB")
 
 
 class TableProbe:
@@ -71,31 +43,3 @@ class TableProbe:
         except Exception as exc:
             raise translate(exc, f"describe {self._table}") from exc
         self._ok_at = time.monotonic()
-
-
-def error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def translate(exc: Exception, what: str) -> Error:
-    """A botocore failure as the domain's Error; `what` names the call for the message."""
-    if isinstance(exc, ClientError):
-        code = error_code(exc)
-        if code in THROTTLING:
-            return Error(UNAVAILABLE, f"DynamoDB is throttling {what} ({code})", retry_after=1)
-        if code == "ResourceNotFoundException":
-            return Error(UNAVAILABLE, f"{what}: not found (run `trackstore init`)", retry_after=5)
-        if code in {"AccessDeniedException", "UnrecognizedClientException"}:
-            return Error(UNAVAILABLE, f"{what}: access denied ({code})", retry_after=5)
-        return Error(INTERNAL, f"{what}: DynamoDB error {code}: {_message(exc)}")
-    if isinstance(exc, NoCredentialsError):
-        return Error(UNAVAILABLE, f"{what}: no AWS credentials found", retry_after=5)
-    if isinstance(exc, EndpointConnectionError | ConnectionError | ReadTimeoutError):
-        return Error(UNAVAILABLE, f"{what}: DynamoDB is unreachable", retry_after=2)
-    if isinstance(exc, BotoCoreError | OSError | TimeoutError):
-        return Error(UNAVAILABLE, f"{what}: DynamoDB call failed: {exc}", retry_after=2)
-    raise exc
-
-
-def _message(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Message", ""))

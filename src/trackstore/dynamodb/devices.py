@@ -14,9 +14,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from trackstore.aws import error_code
 from trackstore.backoff import Backoff
 from trackstore.domain import Device, DeviceActivity, DeviceMark, Page
-from trackstore.dynamodb.client import TableProbe, error_code, translate
+from trackstore.dynamodb.client import TableProbe, translate
 from trackstore.dynamodb.items import device_from_item, location_attributes, to_value
 from trackstore.errors import CONFLICT, INVALID, UNAVAILABLE, Error
 from trackstore.paging import decode_token, encode_token

@@ -12,7 +12,8 @@ from typing import Any
 import msgspec
 from botocore.exceptions import ClientError
 
-from trackstore.dynamodb.client import error_code, translate
+from trackstore.aws import error_code
+from trackstore.dynamodb.client import translate
 from trackstore.leasing import Lease
 
 

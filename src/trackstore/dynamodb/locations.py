@@ -8,16 +8,17 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from trackstore.aws import error_code
 from trackstore.domain import Arrival, HistoryQuery, Location, Order, Page, WindowQuery
 from trackstore.dynamodb.batch import BatchWriter
-from trackstore.dynamodb.client import TableProbe, error_code, translate
+from trackstore.dynamodb.client import TableProbe, translate
 from trackstore.dynamodb.items import Item, location_from_item, location_item
 from trackstore.dynamodb.window import FleetWindow
 from trackstore.errors import INVALID, Error
 from trackstore.paging import decode_token, encode_token
 from trackstore.timefmt import DAY_MS
 
-POSITION_ATTRIBUTE = "streamPosition"  # on locations stored by put_new: who stored it first
+POSITION_ATTRIBUTE = "streamPosition"  # the stream record a location came from
 # `timestamp` and `date` are DynamoDB reserved words: always aliased.
 _NAMES = {"#ts": "timestamp", "#dev": "deviceId"}
 
@@ -44,19 +45,20 @@ class DynamoLocationRepository:
         self._probe = TableProbe(client, table)
         self._window = FleetWindow(client, table, date_shards)
 
-    def _item(self, location: Location) -> Item:
-        return location_item(location, self._ttl_ms, self._date_shards)
+    def _item(self, arrival: Arrival) -> Item:
+        item = location_item(arrival.location, self._ttl_ms, self._date_shards)
+        item[POSITION_ATTRIBUTE] = {"S": arrival.position}
+        return item
 
-    async def put_many(self, locations: Sequence[Location]) -> None:
-        await self._writer.put([self._item(location) for location in locations])
+    async def put_many(self, arrivals: Sequence[Arrival]) -> None:
+        await self._writer.put([self._item(arrival) for arrival in arrivals])
 
     async def put_new(self, arrivals: Sequence[Arrival]) -> list[Location]:
         decided = await asyncio.gather(*(self._put_if_absent(a) for a in arrivals))
         return [arrival.location for arrival, new in zip(arrivals, decided, strict=True) if new]
 
     async def _put_if_absent(self, arrival: Arrival) -> bool:
-        item = self._item(arrival.location)
-        item[POSITION_ATTRIBUTE] = {"S": arrival.position}
+        item = self._item(arrival)
         async with self._limit:
             try:
                 await self._client.put_item(

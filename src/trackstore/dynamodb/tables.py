@@ -8,7 +8,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from trackstore.dynamodb.client import error_code, translate
+from trackstore.aws import error_code
+from trackstore.dynamodb.client import translate
 
 log = logging.getLogger(__name__)
 

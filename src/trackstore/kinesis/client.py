@@ -7,17 +7,21 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
-from trackstore.dynamodb.client import client_config, error_code, translate
+from trackstore import aws
+from trackstore.aws import aws_session, client_config, error_code
+from trackstore.errors import Error
+
+
+def translate(exc: Exception, what: str) -> Error:
+    return aws.translate(exc, what, "Kinesis")
 
 
 @asynccontextmanager
 async def kinesis_client(region: str, endpoint_url: str | None = None) -> AsyncIterator[Any]:
     """A Kinesis client; without `endpoint_url`, botocore's AWS_ENDPOINT_URL(_KINESIS) or AWS."""
-    session = get_session()
-    async with session.create_client(
+    async with aws_session().create_client(
         "kinesis", region_name=region, endpoint_url=endpoint_url, config=client_config()
     ) as client:
         yield client

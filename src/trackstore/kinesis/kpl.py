@@ -71,6 +71,9 @@ class SubRecord(msgspec.Struct, frozen=True, gc=False):
     data: bytes
 
 
+_PENDING = SubRecord("", None, b"")
+
+
 def deaggregate(data: bytes) -> list[SubRecord] | None:
     """The sub-records of a KPL-aggregated record in order, or None when `data` is not one."""
     end = len(data) - DIGEST_SIZE
@@ -92,9 +95,10 @@ def _parse(buf: bytes, pos: int, end: int) -> list[SubRecord] | None:
     # constant tuples; see _TAG_* for their names.
     pk_table: list[str] = []
     ehk_table: list[str] = []
-    # (partition key index, explicit hash key index or -1, data): the tables may legally come
-    # after the records, so indexes are checked once the whole message is read.
-    raw: list[tuple[int, int, bytes]] = []
+    out: list[SubRecord] = []
+    # (slot in out, partition key index, explicit hash key index or -1, data) of records whose
+    # table entry was not read yet: legal in protobuf, though no KPL writer does it.
+    late: list[tuple[int, int, int, bytes]] = []
     while pos < end:
         tag = buf[pos]
         pos += 1
@@ -174,20 +178,22 @@ def _parse(buf: bytes, pos: int, end: int) -> list[SubRecord] | None:
                     return None
         if pk_index < 0 or payload is None:
             return None
-        raw.append((pk_index, ehk_index, payload))
-    if not raw:
-        return None
-    pk_count = len(pk_table)
-    ehk_count = len(ehk_table)
-    out: list[SubRecord] = []
-    append = out.append
-    for pk_index, ehk_index, payload in raw:
-        if pk_index >= pk_count or ehk_index >= ehk_count:
+        if pk_index < len(pk_table) and ehk_index < len(ehk_table):
+            out.append(
+                SubRecord(
+                    pk_table[pk_index], ehk_table[ehk_index] if ehk_index >= 0 else None, payload
+                )
+            )
+        else:
+            late.append((len(out), pk_index, ehk_index, payload))
+            out.append(_PENDING)
+    for slot, pk_index, ehk_index, payload in late:
+        if pk_index >= len(pk_table) or ehk_index >= len(ehk_table):
             return None
-        append(
-            SubRecord(pk_table[pk_index], ehk_table[ehk_index] if ehk_index >= 0 else None, payload)
+        out[slot] = SubRecord(
+            pk_table[pk_index], ehk_table[ehk_index] if ehk_index >= 0 else None, payload
         )
-    return out
+    return out or None
 
 
 def _read_varint(buf: bytes, pos: int, limit: int) -> tuple[int, int]:

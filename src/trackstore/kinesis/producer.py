@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from trackstore.backoff import Backoff
-from trackstore.dynamodb.client import translate
 from trackstore.errors import UNAVAILABLE, Error
+from trackstore.kinesis.client import translate
 
 MAX_RECORDS_PER_CALL = 500
 MAX_BYTES_PER_CALL = 5 * 1024 * 1024

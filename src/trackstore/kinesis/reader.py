@@ -14,10 +14,11 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from trackstore.aws import error_code
 from trackstore.backoff import Backoff
 from trackstore.domain import StreamRecord, position_order
-from trackstore.dynamodb.client import error_code, translate
 from trackstore.errors import UNAVAILABLE
+from trackstore.kinesis.client import translate
 from trackstore.kinesis.kpl import deaggregate
 from trackstore.leasing import LATEST, SHARD_END, TRIM_HORIZON
 

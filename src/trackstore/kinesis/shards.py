@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from trackstore.dynamodb.client import translate
+from trackstore.kinesis.client import translate
 
 
 class Shard(msgspec.Struct, frozen=True):

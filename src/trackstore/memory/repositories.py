@@ -34,7 +34,7 @@ class _Track:
     def __init__(self) -> None:
         self.times: list[int] = []
         self.by_time: dict[int, Location] = {}
-        self.positions: dict[int, str] = {}  # stream position of locations stored by put_new
+        self.positions: dict[int, str] = {}  # the stream position each location came from
 
     def put(self, location: Location) -> bool:
         """Stores the location; True when its timestamp was not stored before."""
@@ -67,10 +67,12 @@ class MemoryLocationRepository:
     def __init__(self, store: MemoryStore) -> None:
         self._store = store
 
-    async def put_many(self, locations: Sequence[Location]) -> None:
+    async def put_many(self, arrivals: Sequence[Arrival]) -> None:
         self._store.check()
-        for location in locations:
-            self._store.track(location.device_id).put(location)
+        for arrival in arrivals:
+            track = self._store.track(arrival.location.device_id)
+            track.put(arrival.location)
+            track.positions[arrival.location.timestamp] = arrival.position
 
     async def put_new(self, arrivals: Sequence[Arrival]) -> list[Location]:
         self._store.check()

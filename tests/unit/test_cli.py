@@ -1,0 +1,369 @@
+"""`trackstore` as a user runs it: help, configuration errors, .env handling, exit codes, and the
+demo as a real process.
+
+Most cases call `trackstore.cli.main(argv)` in-process (fast), from an empty working directory with
+the configuration variables cleared; the cases that are about the process itself (a busy port, the
+demo, signals) start the installed console script with a controlled environment. No network beyond
+127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+import pytest
+
+from tests.aws_emulators import DUMMY_CREDENTIALS, free_port
+from trackstore import __version__, cli
+
+CONFIG_VARIABLES = (
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "KINESIS_STREAM_NAME",
+    "DEVICE_TABLE_NAME",
+    "LOCATION_TABLE_NAME",
+    "LEASE_TABLE_NAME",
+    "KINESIS_BATCH_SIZE",
+    "LOCATION_TTL_DAYS",
+    "LOCATION_DATE_SHARDS",
+    "TRACKSTORE_BACKEND",
+    "LOG_LEVEL",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_KINESIS",
+    "AWS_ENDPOINT_URL_DYNAMODB",
+)
+QUIETED_LOGGERS = ("uvicorn.access", "botocore", "aiobotocore")
+_SCRIPT = Path(sys.executable).with_name("trackstore")
+TRACKSTORE = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "trackstore.cli"]
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int | str | None
+    out: str
+    err: str
+
+
+class Run(Protocol):
+    def __call__(self, *argv: str, **env: str) -> Result: ...
+
+
+@pytest.fixture
+def run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> Iterator[Run]:
+    """Runs `trackstore ARGV` in-process from an empty directory with only `env` configured."""
+    monkeypatch.chdir(tmp_path)
+    for name in CONFIG_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    # main() configures logging for the process: put the test process's logging back after.
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    quiet = {name: logging.getLogger(name).level for name in QUIETED_LOGGERS}
+
+    def invoke(*argv: str, **env: str) -> Result:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        try:
+            code: int | str | None = cli.main(list(argv))
+        except SystemExit as exit_:  # argparse: --help, --version, usage errors
+            code = exit_.code
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    yield invoke
+    root.handlers[:] = saved_handlers
+    root.setLevel(saved_level)
+    for name, level in quiet.items():
+        logging.getLogger(name).setLevel(level)
+
+
+def process_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """A clean environment for a `trackstore` process: no configuration from this machine."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "LANG": "C.UTF-8",
+        **DUMMY_CREDENTIALS,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        **extra,
+    }
+
+
+def assert_one_line_error(result: Result, code: int, *mentions: str) -> str:
+    """Exit `code` with exactly one `trackstore: error:` line on stderr and no traceback."""
+    assert result.code == code, result
+    assert "Traceback" not in result.err + result.out
+    lines = result.err.splitlines()
+    assert len(lines) == 1, result.err
+    assert lines[0].startswith("trackstore: error: "), lines[0]
+    for mention in mentions:
+        assert mention in lines[0], lines[0]
+    return lines[0]
+
+
+# -- help -----------------------------------------------------------------------------------------
+
+
+def test_help_lists_every_command(run: Run) -> None:
+    result = run("--help")
+    assert result.code == 0
+    assert result.out.startswith("usage: trackstore")
+    for command in ("serve", "consume", "demo", "init", "simulate", "--version"):
+        assert command in result.out
+
+
+def test_version_prints_the_package_version(run: Run) -> None:
+    result = run("--version")
+    assert result.code == 0
+    assert result.out.strip() == f"trackstore {__version__}"
+
+
+@pytest.mark.parametrize(
+    ("command", "mentions"),
+    [
+        ("serve", ["--host", "--port", "8000"]),
+        ("consume", ["SIGTERM"]),
+        ("demo", ["--host", "--port", "--devices", "--rate"]),
+        ("init", ["--shards"]),
+        ("simulate", ["--devices", "--rate", "--duration"]),
+    ],
+)
+def test_command_help_describes_its_flags(run: Run, command: str, mentions: list[str]) -> None:
+    result = run(command, "--help")
+    assert result.code == 0
+    assert result.out.startswith(f"usage: trackstore {command}")
+    for mention in mentions:
+        assert mention in result.out
+    assert result.err == ""
+
+
+# -- usage errors ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["serve", "--port", "70000"],
+        ["serve", "--port", "-1"],
+        ["serve", "--port", "http"],
+        ["demo", "--devices", "0"],
+        ["demo", "--rate", "-5"],
+        ["simulate", "--devices", "3"],  # --rate is required
+        ["launch"],
+        [],
+    ],
+)
+def test_bad_flags_are_usage_errors(run: Run, argv: list[str]) -> None:
+    result = run(*argv, TRACKSTORE_BACKEND="memory")
+    assert result.code == 2
+    assert "usage: trackstore" in result.err
+    assert "Traceback" not in result.err
+    assert result.out == ""
+
+
+def test_out_of_range_port_names_the_flag_and_the_range(run: Run) -> None:
+    result = run("serve", "--port", "70000", TRACKSTORE_BACKEND="memory")
+    assert result.code == 2
+    error_line = result.err.strip().splitlines()[-1]
+    assert "--port" in error_line
+    assert "65535" in error_line
+
+
+# -- configuration --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("KINESIS_BATCH_SIZE", "0"),
+        ("KINESIS_BATCH_SIZE", "10001"),
+        ("KINESIS_BATCH_SIZE", "abc"),
+        ("LOCATION_TTL_DAYS", "0"),
+        ("TRACKSTORE_BACKEND", "bogus"),
+        ("LOG_LEVEL", "loud"),
+    ],
+)
+@pytest.mark.parametrize("command", ["init", "serve", "consume"])
+def test_bad_configuration_exits_2_with_one_line(
+    run: Run, command: str, variable: str, value: str
+) -> None:
+    result = run(command, **{variable: value})
+    assert_one_line_error(result, 2, variable)
+
+
+def test_bad_configuration_exits_2_in_a_real_process(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [*TRACKSTORE, "init"],
+        cwd=tmp_path,
+        env=process_env(tmp_path, KINESIS_BATCH_SIZE="abc"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    line = assert_one_line_error(Result(done.returncode, done.stdout, done.stderr), 2)
+    assert "KINESIS_BATCH_SIZE" in line
+    assert "abc" in line
+
+
+def test_malformed_dotenv_line_exits_2_naming_file_and_line(run: Run, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(
+        "# local settings\nTRACKSTORE_BACKEND=memory\nthis line is no assignment\n"
+    )
+    result = run("init")
+    assert_one_line_error(result, 2, ".env", ":3")
+
+
+def test_dotenv_in_working_directory_is_read(run: Run, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(
+        '# copied from .env.template\n\nexport TRACKSTORE_BACKEND="memory"\nLOG_LEVEL=warning\n'
+    )
+    result = run("init")
+    assert result.code == 0, result
+    assert "memory" in result.out
+    assert result.err == ""
+
+
+def test_dotenv_values_are_validated_like_variables(run: Run, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("TRACKSTORE_BACKEND=memory\nKINESIS_BATCH_SIZE=0\n")
+    assert_one_line_error(run("init"), 2, "KINESIS_BATCH_SIZE")
+
+
+def test_environment_variables_override_dotenv(run: Run, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(
+        "TRACKSTORE_BACKEND=bogus\nKINESIS_BATCH_SIZE=0\nLOG_LEVEL=loud\n"
+    )
+    result = run("init", TRACKSTORE_BACKEND="memory", KINESIS_BATCH_SIZE="500", LOG_LEVEL="ERROR")
+    assert result.code == 0, result
+    assert result.err == ""
+
+
+def test_environment_wins_over_dotenv_even_when_it_is_wrong(run: Run, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("TRACKSTORE_BACKEND=memory\n")
+    assert_one_line_error(run("init", TRACKSTORE_BACKEND="bogus"), 2, "TRACKSTORE_BACKEND")
+
+
+def test_dotenv_outside_the_working_directory_is_ignored(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / ".env").write_text("TRACKSTORE_BACKEND=bogus\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = run("init", TRACKSTORE_BACKEND="memory")
+    assert result.code == 0, result
+
+
+# -- commands on the memory backend ---------------------------------------------------------------
+
+
+def test_init_with_memory_backend_has_nothing_to_create(run: Run) -> None:
+    result = run("init", TRACKSTORE_BACKEND="memory")
+    assert result.code == 0, result
+    assert "nothing to create" in result.out
+    assert result.err == ""
+
+
+def test_consume_with_memory_backend_exits_2_with_one_line(run: Run) -> None:
+    result = run("consume", TRACKSTORE_BACKEND="memory")
+    assert_one_line_error(result, 2, "memory")
+
+
+def test_serving_on_a_busy_port_fails_with_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [*TRACKSTORE, "serve", "--port", str(port)],
+            cwd=tmp_path,
+            env=process_env(tmp_path, TRACKSTORE_BACKEND="memory"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr + done.stdout
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("trackstore: error: ")
+    assert str(port) in lines[0]
+
+
+# -- the demo as a process ------------------------------------------------------------------------
+
+
+def _last_seen(devices: list[dict[str, object]]) -> dict[str, datetime]:
+    seen: dict[str, datetime] = {}
+    for device in devices:
+        assert isinstance(device["lastSeen"], str), device
+        seen[str(device["deviceId"])] = datetime.fromisoformat(device["lastSeen"])
+    return seen
+
+
+def test_demo_serves_a_moving_fleet_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "demo.log"
+    with log.open("wb") as out:
+        demo = subprocess.Popen(
+            [*TRACKSTORE, "demo", "--port", str(port)],
+            cwd=tmp_path,
+            env=process_env(tmp_path),
+            stdout=out,
+            stderr=subprocess.PIPE,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}/devices"
+        deadline = time.monotonic() + 15
+        first: dict[str, datetime] = {}
+        while not first:
+            assert demo.poll() is None, f"demo exited with {demo.returncode}: {log.read_text()}"
+            assert time.monotonic() < deadline, "the demo listed no devices within 15 s"
+            try:
+                response = httpx.get(url, timeout=2)
+            except httpx.TransportError:
+                time.sleep(0.2)
+                continue
+            assert response.status_code == 200, response.text
+            first = _last_seen(response.json()["devices"])
+            if not first:
+                time.sleep(0.2)
+
+        time.sleep(2.5)
+        response = httpx.get(url, timeout=5)
+        assert response.status_code == 200
+        devices = response.json()["devices"]
+        second = _last_seen(devices)
+        assert len(second) == 50  # the documented default fleet
+        assert set(first) <= set(second)
+        for device_id, seen in first.items():
+            assert second[device_id] > seen, f"{device_id} did not move on"
+        assert {device["status"] for device in devices} == {"active"}
+
+        started = time.monotonic()
+        demo.send_signal(signal.SIGTERM)
+        try:
+            code = demo.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the demo did not stop within 10 s of SIGTERM")
+        assert code == 0, f"exit code {code} after {time.monotonic() - started:.1f} s"
+        assert demo.stderr is not None
+        assert b"Traceback" not in demo.stderr.read()
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+        if demo.stderr is not None:
+            demo.stderr.close()
