@@ -1,0 +1,189 @@
+"""Several `trackstore consume` processes sharing one 6-shard stream (kinesis-local + dynalite):
+leases spread evenly, a killed worker's shards are taken over after the failover time, a stopped
+worker hands its shards over at once, and every record is still stored exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from trackstore.dynamodb import DynamoDeviceRepository, dynamodb_client
+from trackstore.dynamodb.leases import DynamoLeaseStore
+from trackstore.kinesis.client import kinesis_client
+from trackstore.kinesis.producer import Producer
+from trackstore.leasing import Lease
+
+TRACKSTORE = [sys.executable, "-m", "trackstore.cli"]
+FAILOVER_S = 3
+SHARDS = 6
+DEVICES = 60
+
+
+@pytest.fixture
+def env(kinesis_local_endpoint: str, dynalite_endpoint: str) -> dict[str, str]:
+    suffix = uuid.uuid4().hex[:8]
+    return {
+        **os.environ,
+        "TRACKSTORE_BACKEND": "aws",
+        "AWS_ENDPOINT_URL_KINESIS": kinesis_local_endpoint,
+        "AWS_ENDPOINT_URL_DYNAMODB": dynalite_endpoint,
+        "KINESIS_STREAM_NAME": f"gps-{suffix}",
+        "LOCATION_TABLE_NAME": f"locations-{suffix}",
+        "DEVICE_TABLE_NAME": f"devices-{suffix}",
+        "LEASE_TABLE_NAME": f"leases-{suffix}",
+        "LEASE_FAILOVER_SECONDS": str(FAILOVER_S),
+    }
+
+
+@pytest.fixture
+def workers(env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
+    started: dict[str, subprocess.Popen[bytes]] = {}
+    yield started
+    for process in started.values():
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [*TRACKSTORE, "consume"], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT
+    )
+
+
+class Producing:
+    """Reports of DEVICES devices, one second apart in device time, sent in rounds."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.start_ms = int(time.time() * 1000) - 3600 * 1000
+        self.rounds = 0
+
+    async def round(self, count: int = 5) -> None:
+        entries = []
+        for _ in range(count):
+            timestamp = self.start_ms + self.rounds * 1000
+            for d in range(DEVICES):
+                body = {
+                    "deviceId": f"car-{d:03d}",
+                    "timestamp": timestamp,
+                    "latitude": 1.0,
+                    "longitude": 2.0,
+                }
+                entries.append((f"car-{d:03d}", msgspec.json.encode(body)))
+            self.rounds += 1
+        async with kinesis_client(
+            "us-east-1", endpoint_url=self.env["AWS_ENDPOINT_URL_KINESIS"]
+        ) as c:
+            await Producer(c, self.env["KINESIS_STREAM_NAME"]).put(entries)
+
+
+async def leases(env: dict[str, str]) -> list[Lease]:
+    async with dynamodb_client("us-east-1", endpoint_url=env["AWS_ENDPOINT_URL_DYNAMODB"]) as c:
+        return await DynamoLeaseStore(c, env["LEASE_TABLE_NAME"]).list()
+
+
+async def owners(env: dict[str, str]) -> Counter[str | None]:
+    return Counter(lease.owner for lease in await leases(env))
+
+
+async def wait_for(check: Any, timeout_s: float) -> float:
+    """Seconds until `check()` (async) is true; fails after `timeout_s`."""
+    started = time.monotonic()
+    while not await check():
+        assert time.monotonic() - started < timeout_s, "condition not reached in time"
+        await asyncio.sleep(0.25)
+    return time.monotonic() - started
+
+
+async def exact(env: dict[str, str], producing: Producing) -> bool:
+    async with dynamodb_client("us-east-1", endpoint_url=env["AWS_ENDPOINT_URL_DYNAMODB"]) as c:
+        devices = DynamoDeviceRepository(c, env["DEVICE_TABLE_NAME"])
+        newest = producing.start_ms + (producing.rounds - 1) * 1000
+        for d in range(DEVICES):
+            device = await devices.get(f"car-{d:03d}")
+            if device is not None:
+                assert device.total_updates <= producing.rounds, "a record was counted twice"
+            if device is None or device.total_updates < producing.rounds:
+                return False
+            if device.last_seen != newest:
+                return False
+    return True
+
+
+async def test_workers_share_shards_fail_over_and_hand_over(
+    env: dict[str, str], workers: dict[str, subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    init = await asyncio.to_thread(
+        subprocess.run, [*TRACKSTORE, "init", "--shards", str(SHARDS)], env=env, capture_output=True
+    )
+    assert init.returncode == 0, init.stderr
+    producing = Producing(env)
+    await producing.round()
+    workers["a"] = start(env, tmp_path / "a.log")
+    workers["b"] = start(env, tmp_path / "b.log")
+    workers["c"] = start(env, tmp_path / "c.log")
+
+    # Three workers, six shards: two each, once the first takers have been balanced.
+    async def even() -> bool:
+        counts = await owners(env)
+        return None not in counts and sorted(counts.values()) == [2, 2, 2]
+
+    await wait_for(even, timeout_s=10 * FAILOVER_S)
+    await producing.round()
+
+    # kill -9: no release; the survivors take its shards once its leases expire.
+    workers["c"].send_signal(signal.SIGKILL)
+    workers["c"].wait()
+
+    async def survivors_hold_all() -> bool:
+        counts = await owners(env)
+        return len(counts) == 2 and None not in counts and sorted(counts.values()) == [3, 3]
+
+    await producing.round()
+    took = await wait_for(survivors_hold_all, timeout_s=3 * FAILOVER_S + 10)
+    assert took <= 2 * FAILOVER_S + 5, f"takeover took {took:.1f} s"
+
+    # SIGTERM: a graceful stop releases the leases; the other worker takes them well before
+    # the failover time would have let it.
+    await producing.round()
+    workers["b"].send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(workers["b"].wait, 30) == 0
+
+    async def a_holds_all() -> bool:
+        counts = await owners(env)
+        return len(counts) == 1 and None not in counts
+
+    took = await wait_for(a_holds_all, timeout_s=3 * FAILOVER_S)
+    assert took < FAILOVER_S + 2, f"handover took {took:.1f} s"
+
+    # A newcomer gets a fair share.
+    workers["d"] = start(env, tmp_path / "d.log")
+    await producing.round()
+
+    async def shared() -> bool:
+        counts = await owners(env)
+        return None not in counts and sorted(counts.values()) == [3, 3]
+
+    await wait_for(shared, timeout_s=10 * FAILOVER_S)
+    await producing.round()
+
+    await wait_for(lambda: exact(env, producing), timeout_s=30)
+    for name in ("a", "d"):
+        workers[name].send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(workers[name].wait, 30) == 0
+    assert all(lease.owner is None for lease in await leases(env))
+    logs = await asyncio.to_thread(lambda: "".join(p.read_text() for p in tmp_path.glob("*.log")))
+    assert "Traceback" not in logs
