@@ -200,7 +200,6 @@ class TrackService:
     async def health(self) -> dict[str, str | None]:
         """Each dependency's check: None when it answers, else why not."""
 
-
         async def check(repository: LocationRepository | DeviceRepository) -> str | None:
             try:
                 await asyncio.wait_for(repository.ping(), HEALTH_TIMEOUT_S)

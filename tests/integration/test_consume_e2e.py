@@ -5,20 +5,17 @@ and a shard split. Afterwards the tables must hold exactly what was produced."""
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
 import subprocess
-import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 
+from tests.integration.conftest import TRACKSTORE, start_consumer
 from trackstore.domain import HistoryQuery
 from trackstore.dynamodb import DynamoDeviceRepository, DynamoLocationRepository, dynamodb_client
 from trackstore.kinesis.client import kinesis_client
@@ -27,7 +24,6 @@ from trackstore.kinesis.producer import Producer
 
 DEVICES = 24
 PER_DEVICE = 120
-TRACKSTORE = [sys.executable, "-m", "trackstore.cli"]
 
 
 class Fleet:
@@ -77,37 +73,8 @@ class Fleet:
 
 
 @pytest.fixture
-def env(kinesis_local_endpoint: str, dynalite_endpoint: str, tmp_path: Path) -> dict[str, str]:
-    suffix = uuid.uuid4().hex[:8]
-    return {
-        **os.environ,
-        "TRACKSTORE_BACKEND": "aws",
-        "AWS_ENDPOINT_URL_KINESIS": kinesis_local_endpoint,
-        "AWS_ENDPOINT_URL_DYNAMODB": dynalite_endpoint,
-        "KINESIS_STREAM_NAME": f"gps-{suffix}",
-        "LOCATION_TABLE_NAME": f"locations-{suffix}",
-        "DEVICE_TABLE_NAME": f"devices-{suffix}",
-        "LEASE_TABLE_NAME": f"leases-{suffix}",
-        "KINESIS_BATCH_SIZE": "250",
-        "LEASE_FAILOVER_SECONDS": "3",
-        "LOG_LEVEL": "INFO",
-    }
-
-
-@pytest.fixture
-def consumers(env: dict[str, str], tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
-def start_consumer(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [*TRACKSTORE, "consume"], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT
-    )
+def env(stream_env: dict[str, str]) -> dict[str, str]:
+    return {**stream_env, "KINESIS_BATCH_SIZE": "250"}
 
 
 async def produce(env: dict[str, str], entries: list[tuple[str, bytes]]) -> None:
@@ -166,7 +133,7 @@ async def wait_until_complete(
 
 
 async def test_consume_survives_kill_restart_and_split_with_exact_tables(
-    env: dict[str, str], consumers: list[subprocess.Popen[bytes]], tmp_path: Path
+    env: dict[str, str], processes: list[subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
     log = tmp_path / "consume.log"
     init = await asyncio.to_thread(
@@ -176,14 +143,14 @@ async def test_consume_survives_kill_restart_and_split_with_exact_tables(
     fleet = Fleet(seed=11)
 
     await produce(env, fleet.round(0, 30))
-    consumers.append(start_consumer(env, log))
+    processes.append(start_consumer(env, log))
     await produce(env, fleet.round(30, 60))
     await asyncio.sleep(3)
 
-    consumers[0].send_signal(signal.SIGKILL)  # mid-stream, no chance to checkpoint or release
-    consumers[0].wait()
+    processes[0].send_signal(signal.SIGKILL)  # mid-stream, no chance to checkpoint or release
+    processes[0].wait()
     await produce(env, fleet.round(60, 80))
-    consumers.append(start_consumer(env, log))
+    processes.append(start_consumer(env, log))
     await split(env)  # parents close; children must wait for them to be read to the end
     await produce(env, fleet.round(80, PER_DEVICE))
 
@@ -196,8 +163,8 @@ async def test_consume_survives_kill_restart_and_split_with_exact_tables(
         assert record.total_updates == len(expected), device
         assert record.last_seen == newest, device
         assert record.last_location.timestamp == newest, device
-    consumers[1].send_signal(signal.SIGTERM)
-    assert consumers[1].wait(timeout=30) == 0
+    processes[1].send_signal(signal.SIGTERM)
+    assert processes[1].wait(timeout=30) == 0
     text = log.read_text()
     assert text.count('"record rejected"') >= fleet.bad
     assert "Traceback" not in text

@@ -5,12 +5,9 @@ worker hands its shards over at once, and every record is still stored exactly o
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,48 +16,30 @@ from typing import Any
 import msgspec
 import pytest
 
+from tests.integration.conftest import TRACKSTORE, start_consumer
 from trackstore.dynamodb import DynamoDeviceRepository, dynamodb_client
 from trackstore.dynamodb.leases import DynamoLeaseStore
 from trackstore.kinesis.client import kinesis_client
 from trackstore.kinesis.producer import Producer
 from trackstore.leasing import Lease
 
-TRACKSTORE = [sys.executable, "-m", "trackstore.cli"]
 FAILOVER_S = 3
 SHARDS = 6
 DEVICES = 60
 
 
 @pytest.fixture
-def env(kinesis_local_endpoint: str, dynalite_endpoint: str) -> dict[str, str]:
-    suffix = uuid.uuid4().hex[:8]
-    return {
-        **os.environ,
-        "TRACKSTORE_BACKEND": "aws",
-        "AWS_ENDPOINT_URL_KINESIS": kinesis_local_endpoint,
-        "AWS_ENDPOINT_URL_DYNAMODB": dynalite_endpoint,
-        "KINESIS_STREAM_NAME": f"gps-{suffix}",
-        "LOCATION_TABLE_NAME": f"locations-{suffix}",
-        "DEVICE_TABLE_NAME": f"devices-{suffix}",
-        "LEASE_TABLE_NAME": f"leases-{suffix}",
-        "LEASE_FAILOVER_SECONDS": str(FAILOVER_S),
-    }
+def env(stream_env: dict[str, str]) -> dict[str, str]:
+    return {**stream_env, "LEASE_FAILOVER_SECONDS": str(FAILOVER_S)}
 
 
 @pytest.fixture
-def workers(env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
+def workers(
+    processes: list[subprocess.Popen[bytes]],
+) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
     started: dict[str, subprocess.Popen[bytes]] = {}
     yield started
-    for process in started.values():
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
-def start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [*TRACKSTORE, "consume"], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT
-    )
+    processes.extend(started.values())
 
 
 class Producing:
@@ -132,9 +111,9 @@ async def test_workers_share_shards_fail_over_and_hand_over(
     assert init.returncode == 0, init.stderr
     producing = Producing(env)
     await producing.round()
-    workers["a"] = start(env, tmp_path / "a.log")
-    workers["b"] = start(env, tmp_path / "b.log")
-    workers["c"] = start(env, tmp_path / "c.log")
+    workers["a"] = start_consumer(env, tmp_path / "a.log")
+    workers["b"] = start_consumer(env, tmp_path / "b.log")
+    workers["c"] = start_consumer(env, tmp_path / "c.log")
 
     # Three workers, six shards: two each, once the first takers have been balanced.
     async def even() -> bool:
@@ -154,6 +133,7 @@ async def test_workers_share_shards_fail_over_and_hand_over(
 
     await producing.round()
     took = await wait_for(survivors_hold_all, timeout_s=3 * FAILOVER_S + 10)
+    print(f"kill -9 takeover: {took:.1f} s (failover {FAILOVER_S} s)")
     assert took <= 2 * FAILOVER_S + 5, f"takeover took {took:.1f} s"
 
     # SIGTERM: a graceful stop releases the leases; the other worker takes them well before
@@ -167,10 +147,11 @@ async def test_workers_share_shards_fail_over_and_hand_over(
         return len(counts) == 1 and None not in counts
 
     took = await wait_for(a_holds_all, timeout_s=3 * FAILOVER_S)
+    print(f"SIGTERM handover: {took:.1f} s")
     assert took < FAILOVER_S + 2, f"handover took {took:.1f} s"
 
     # A newcomer gets a fair share.
-    workers["d"] = start(env, tmp_path / "d.log")
+    workers["d"] = start_consumer(env, tmp_path / "d.log")
     await producing.round()
 
     async def shared() -> bool:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any
+
+from botocore.exceptions import ClientError
 
 from trackstore import aws
 from trackstore.aws import aws_session, client_config
@@ -23,6 +25,19 @@ async def dynamodb_client(region: str, endpoint_url: str | None = None) -> Async
 
 def translate(exc: Exception, what: str) -> Error:
     return aws.translate(exc, what, "DynamoDB")
+
+
+async def conditional(write: Awaitable[dict[str, Any]], what: str) -> dict[str, Any] | None:
+    """The response of a conditional write, or None when its condition did not hold: an
+    expected outcome (someone else got there first), not an error."""
+    try:
+        return await write
+    except ClientError as exc:
+        if aws.error_code(exc) == "ConditionalCheckFailedException":
+            return None
+        raise translate(exc, what) from exc
+    except Exception as exc:
+        raise translate(exc, what) from exc
 
 
 class TableProbe:

@@ -12,12 +12,9 @@ import time
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from trackstore.aws import error_code
 from trackstore.backoff import Backoff
 from trackstore.domain import Device, DeviceActivity, DeviceMark, Page
-from trackstore.dynamodb.client import TableProbe, translate
+from trackstore.dynamodb.client import TableProbe, conditional, translate
 from trackstore.dynamodb.items import device_from_item, location_attributes, to_value
 from trackstore.errors import CONFLICT, INVALID, UNAVAILABLE, Error
 from trackstore.paging import decode_token, encode_token
@@ -112,22 +109,18 @@ class DynamoDeviceRepository:
             values[":loc"] = {"M": location_attributes(newest)}
             values[":active"] = {"S": "active"}
         async with self._limit:
-            try:
-                await self._client.update_item(
+            applied = await conditional(
+                self._client.update_item(
                     TableName=self._table,
                     Key={"deviceId": {"S": activity.device_id}},
                     UpdateExpression=f"SET {', '.join(updates)} ADD totalUpdates :added",
                     ConditionExpression=condition,
                     ExpressionAttributeNames=names,
                     ExpressionAttributeValues=values,
-                )
-            except ClientError as exc:
-                if error_code(exc) == "ConditionalCheckFailedException":
-                    return False
-                raise translate(exc, f"update {self._table}") from exc
-            except Exception as exc:
-                raise translate(exc, f"update {self._table}") from exc
-        return True
+                ),
+                f"update {self._table}",
+            )
+        return applied is not None
 
     async def get(self, device_id: str) -> Device | None:
         try:
@@ -169,8 +162,8 @@ class DynamoDeviceRepository:
             updates.append("metadata = :meta")
             values[":meta"] = to_value(metadata)
         names = {"#st": "status"} | ({"#name": "name"} if name is not None else {})
-        try:
-            response = await self._client.update_item(
+        response = await conditional(
+            self._client.update_item(
                 TableName=self._table,
                 Key={"deviceId": {"S": device_id}},
                 UpdateExpression=f"SET {', '.join(updates)}",
@@ -178,13 +171,11 @@ class DynamoDeviceRepository:
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
                 ReturnValues="ALL_NEW",
-            )
-        except ClientError as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                raise Error(CONFLICT, f"device {device_id} is already registered") from None
-            raise translate(exc, f"register in {self._table}") from exc
-        except Exception as exc:
-            raise translate(exc, f"register in {self._table}") from exc
+            ),
+            f"register in {self._table}",
+        )
+        if response is None:
+            raise Error(CONFLICT, f"device {device_id} is already registered")
         return device_from_item(response["Attributes"])
 
     async def ping(self) -> None:

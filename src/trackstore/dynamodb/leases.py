@@ -10,10 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from botocore.exceptions import ClientError
 
-from trackstore.aws import error_code
-from trackstore.dynamodb.client import translate
+from trackstore.dynamodb.client import conditional, translate
 from trackstore.leasing import Lease
 
 
@@ -46,19 +44,15 @@ class DynamoLeaseStore:
         }
         if lease.parents:
             item["parentShardId"] = {"SS": sorted(lease.parents)}
-        try:
-            await self._client.put_item(
+        created = await conditional(
+            self._client.put_item(
                 TableName=self._table,
                 Item=item,
                 ConditionExpression="attribute_not_exists(leaseKey)",
-            )
-        except ClientError as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                return False
-            raise translate(exc, f"create lease in {self._table}") from exc
-        except Exception as exc:
-            raise translate(exc, f"create lease in {self._table}") from exc
-        return True
+            ),
+            f"create lease in {self._table}",
+        )
+        return created is not None
 
     async def take(self, lease: Lease, owner: str) -> Lease | None:
         switches = lease.owner_switches + (1 if lease.owner != owner else 0)
@@ -111,20 +105,18 @@ class DynamoLeaseStore:
         else:
             condition += "leaseOwner = :was"
             values[":was"] = {"S": lease.owner}
-        try:
-            await self._client.update_item(
+        updated = await conditional(
+            self._client.update_item(
                 TableName=self._table,
                 Key={"leaseKey": {"S": lease.shard_id}},
                 UpdateExpression=expression,
                 ConditionExpression=condition,
                 ExpressionAttributeValues=values,
-            )
-        except ClientError as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                return None
-            raise translate(exc, f"update lease in {self._table}") from exc
-        except Exception as exc:
-            raise translate(exc, f"update lease in {self._table}") from exc
+            ),
+            f"update lease in {self._table}",
+        )
+        if updated is None:
+            return None
         return msgspec.structs.replace(lease, counter=lease.counter + 1, **changes)
 
 

@@ -6,12 +6,9 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from trackstore.aws import error_code
 from trackstore.domain import Arrival, HistoryQuery, Location, Order, Page, WindowQuery
 from trackstore.dynamodb.batch import BatchWriter
-from trackstore.dynamodb.client import TableProbe, translate
+from trackstore.dynamodb.client import TableProbe, conditional, translate
 from trackstore.dynamodb.items import Item, location_from_item, location_item
 from trackstore.dynamodb.window import FleetWindow
 from trackstore.errors import INVALID, Error
@@ -60,21 +57,17 @@ class DynamoLocationRepository:
     async def _put_if_absent(self, arrival: Arrival) -> bool:
         item = self._item(arrival)
         async with self._limit:
-            try:
-                await self._client.put_item(
+            stored = await conditional(
+                self._client.put_item(
                     TableName=self._table,
                     Item=item,
                     ConditionExpression="attribute_not_exists(#dev) OR #pos = :pos",
                     ExpressionAttributeNames={"#dev": "deviceId", "#pos": POSITION_ATTRIBUTE},
                     ExpressionAttributeValues={":pos": {"S": arrival.position}},
-                )
-            except ClientError as exc:
-                if error_code(exc) == "ConditionalCheckFailedException":
-                    return False
-                raise translate(exc, f"put to {self._table}") from exc
-            except Exception as exc:
-                raise translate(exc, f"put to {self._table}") from exc
-        return True
+                ),
+                f"put to {self._table}",
+            )
+        return stored is not None
 
     async def history(self, query: HistoryQuery) -> Page[Location]:
         scope = f"dynamodb:{self._table}:{query.device_id}:{query.order.value}"
