@@ -4,6 +4,7 @@ botocore failures into the domain's error codes at the adapter edge."""
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
@@ -15,8 +16,11 @@ from botocore.exceptions import (
     NoCredentialsError,
     ReadTimeoutError,
 )
+from opentelemetry.trace import Span, SpanKind
 
 from trackstore.errors import INTERNAL, UNAVAILABLE, Error
+from trackstore.metrics import Metrics
+from trackstore.telemetry import tracer
 
 # Throttling that outlasts botocore's own retries is the caller's to back off from.
 THROTTLING = frozenset(
@@ -74,3 +78,83 @@ def translate(exc: Exception, what: str, service: str) -> Error:
 
 def _message(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Message", ""))
+
+
+class TracedClient:
+    """An aiobotocore client whose every API call is a span and is counted: operation, table or
+    stream, item count, retries botocore made, throttling. The adapters use it like the client."""
+
+    def __init__(self, client: Any, service: str, metrics: Metrics | None = None) -> None:
+        self._client = client
+        self._service = service
+        self._metrics = metrics
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if name.startswith("_") or not callable(attribute) or name in _NOT_API_CALLS:
+            return attribute
+        operation = "".join(part.title() for part in name.split("_"))
+
+        async def call(**request: Any) -> Any:
+            span_name = f"{self._service}.{operation}"
+            with tracer().start_as_current_span(
+                span_name,
+                kind=SpanKind.CLIENT,
+                attributes=_request_attributes(self._service, operation, request),
+            ) as span:
+                try:
+                    response = await attribute(**request)
+                except ClientError as exc:
+                    code = error_code(exc)
+                    self._note(
+                        span,
+                        operation,
+                        exc.response,
+                        "throttled" if code in THROTTLING else "error",
+                    )
+                    span.set_attribute("aws.error_code", code)
+                    raise
+                self._note(span, operation, response, "ok")
+                if operation == "BatchWriteItem":
+                    unprocessed = sum(len(v) for v in response.get("UnprocessedItems", {}).values())
+                    span.set_attribute("aws.dynamodb.unprocessed_items", unprocessed)
+                    if self._metrics is not None and unprocessed:
+                        self._metrics.dynamodb_unprocessed.inc(unprocessed)
+                return response
+
+        return call
+
+    def _note(self, span: Span, operation: str, response: Any, outcome: str) -> None:
+        retries = int(response.get("ResponseMetadata", {}).get("RetryAttempts", 0) or 0)
+        span.set_attribute("aws.retries", retries)
+        span.set_attribute("aws.outcome", outcome)
+        if self._metrics is not None:
+            self._metrics.aws_calls.labels(self._service, operation, outcome).inc()
+            if retries:
+                self._metrics.aws_retries.labels(self._service, operation).inc(retries)
+
+
+_NOT_API_CALLS = frozenset({"get_paginator", "get_waiter", "can_paginate", "close"})
+
+
+def _request_attributes(service: str, operation: str, request: dict[str, Any]) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        "rpc.system": "aws-api",
+        "rpc.service": service,
+        "rpc.method": operation,
+    }
+    if "TableName" in request:
+        attributes["aws.dynamodb.table_names"] = [request["TableName"]]
+    if "RequestItems" in request:
+        items = request["RequestItems"]
+        attributes["aws.dynamodb.table_names"] = sorted(items)
+        attributes["aws.item_count"] = sum(
+            len(v) if isinstance(v, list) else len(v.get("Keys", [])) for v in items.values()
+        )
+    if "StreamName" in request:
+        attributes["aws.kinesis.stream_name"] = request["StreamName"]
+    if "ShardId" in request:
+        attributes["aws.kinesis.shard_id"] = request["ShardId"]
+    if "Records" in request:
+        attributes["aws.item_count"] = len(request["Records"])
+    return attributes

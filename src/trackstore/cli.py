@@ -19,7 +19,8 @@ from trackstore.demo import run_demo
 from trackstore.errors import Error
 from trackstore.logs import configure_logging
 from trackstore.provision import provision
-from trackstore.serving import serve_http, stop_on_signals
+from trackstore.serving import listen, serve_http, stop_on_signals
+from trackstore.telemetry import configure_tracing
 from trackstore.web import create_app
 
 log = logging.getLogger("trackstore")
@@ -49,11 +50,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the REST API", description="Run the REST API.")
     _add_listen_flags(serve)
 
-    commands.add_parser(
+    consume_parser = commands.add_parser(
         "consume",
         help="read the stream into the tables until SIGTERM/SIGINT",
         description="Read the Kinesis stream and write the tables until SIGTERM/SIGINT; then "
         "finish the batch in hand, checkpoint, release leases and exit 0.",
+    )
+    consume_parser.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=9100,
+        help="port of /metrics and /health (default 9100; 0 turns it off)",
+    )
+    consume_parser.add_argument(
+        "--metrics-host", default="127.0.0.1", help="address of that port (127.0.0.1)"
     )
 
     demo = commands.add_parser(
@@ -99,13 +109,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env()
         configure_logging(settings.log_level)
         container = build_container(settings)
-        return asyncio.run(_run(args, container, settings))
+        provider = None
+        if args.command in ("serve", "consume", "demo"):
+            provider = configure_tracing(f"trackstore-{args.command}")
+        try:
+            return asyncio.run(_run(args, container, settings))
+        finally:
+            if provider is not None:
+                provider.shutdown()  # flushes the spans still buffered
     except Error as error:
         return _fail(error.message, EXIT_USAGE if error.code.value == "invalid" else EXIT_FAILED)
     except CommandError as error:
         return _fail(str(error), error.code)
     except OSError as error:
         return _fail(str(error), EXIT_FAILED)
+    except KeyboardInterrupt:
+        return 130
 
 
 async def _run(args: argparse.Namespace, container: Container, settings: Settings) -> int:
@@ -117,7 +136,7 @@ async def _run(args: argparse.Namespace, container: Container, settings: Setting
         container = build_container(_with_backend(settings, Backend.MEMORY))
         command = run_demo(container, args.host, args.port, args.devices, args.rate, stop)
     elif args.command == "serve":
-        command = serve_http(create_app(container), args.host, args.port, stop)
+        command = serve_http(create_app(container), listen(args.host, args.port), stop)
     elif args.command == "consume":
         if settings.backend is Backend.MEMORY:
             raise CommandError(
@@ -125,7 +144,7 @@ async def _run(args: argparse.Namespace, container: Container, settings: Setting
                 "(try `trackstore demo`)",
                 EXIT_USAGE,
             )
-        command = consume(container, stop)
+        command = consume(container, stop, args.metrics_host, args.metrics_port)
     elif args.command == "init":
         if settings.backend is Backend.MEMORY:
             print("TRACKSTORE_BACKEND=memory: nothing to create")

@@ -31,6 +31,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     kinesis_initial_position: str = "TRIM_HORIZON"
     lease_failover_seconds: float = 10.0
     max_leases_per_worker: int = 1000
+    consumer_stall_seconds: float = 300.0
     log_level: str = "INFO"
 
     @classmethod
@@ -56,6 +57,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ),
             lease_failover_seconds=_int(values, "LEASE_FAILOVER_SECONDS", 10, 2, 600),
             max_leases_per_worker=_int(values, "MAX_LEASES_PER_WORKER", 1000, 1, 100_000),
+            consumer_stall_seconds=_int(values, "CONSUMER_STALL_SECONDS", 300, 10, 86_400),
             log_level=_log_level(values.get("LOG_LEVEL", "INFO")),
         )
 

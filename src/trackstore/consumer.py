@@ -13,12 +13,16 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
+from opentelemetry.trace import SpanKind
+
 from trackstore.backoff import Backoff
+from trackstore.consumer_health import ConsumerHealth
 from trackstore.errors import CONFLICT, Error
 from trackstore.metrics import Metrics
 from trackstore.ports import Batch, StreamSource
 from trackstore.records import Rejection
 from trackstore.service import IngestResult, TrackService
+from trackstore.telemetry import producer_links, tracer
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,7 @@ class Consumer:
         backoff: Backoff | None = None,
         dead_letters: DeadLetters | None = None,
         max_in_flight: int = 64,
+        health: ConsumerHealth | None = None,
     ) -> None:
         self._source = source
         self._service = service
@@ -42,6 +47,7 @@ class Consumer:
         self._dead_letters = dead_letters
         self._slots = asyncio.Semaphore(max_in_flight)
         self._stopping = asyncio.Event()
+        self.health = health or ConsumerHealth()
 
     async def run(self) -> None:
         in_flight: set[asyncio.Task[None]] = set()
@@ -63,20 +69,37 @@ class Consumer:
         await self._source.stop()
 
     async def _process(self, batch: Batch) -> None:
+        first, last = batch.records[0], batch.records[-1]
         try:
-            result = await self._ingest(batch)
-            if result is None:
-                return
-            self._count(batch, result)
-            try:
-                await batch.checkpoint()
-            except Error as error:
-                if error.code is not CONFLICT:
-                    raise
-                # Another worker holds the shard now; it replays from the last good checkpoint.
-                log.warning("lease lost, batch not checkpointed", extra={"shard": batch.shard_id})
-                return
+            with tracer().start_as_current_span(
+                "consume batch",
+                kind=SpanKind.CONSUMER,
+                links=producer_links(batch.records),
+                attributes={
+                    "messaging.system": "aws_kinesis",
+                    "aws.kinesis.shard_id": batch.shard_id,
+                    "trackstore.first_sequence_number": first.sequence_number,
+                    "trackstore.last_sequence_number": last.sequence_number,
+                    "trackstore.records": len(batch.records),
+                },
+            ) as span:
+                result = await self._ingest(batch)
+                if result is None:
+                    span.set_attribute("trackstore.abandoned", True)
+                    return
+                span.set_attributes(
+                    {
+                        "trackstore.stored": result.stored,
+                        "trackstore.rejected": len(result.rejections),
+                        "trackstore.duplicates": result.duplicates,
+                    }
+                )
+                self._count(batch, result)
+                if not await self._checkpoint(batch):
+                    span.set_attribute("trackstore.checkpointed", False)
+                    return
             self._metrics.batches.inc()
+            self.health.progressed(batch.shard_id, batch.millis_behind_latest)
         finally:
             self._slots.release()
 
@@ -91,6 +114,7 @@ class Consumer:
             except Exception as exc:
                 # Retried until it succeeds, since skipping would lose the batch's records.
                 attempt += 1
+                self.health.failing(batch.shard_id)
                 self._metrics.batch_failures.inc()
                 log.warning(
                     "batch failed, retrying",
@@ -106,6 +130,28 @@ class Consumer:
                 continue
             self._metrics.batch_seconds.observe(time.perf_counter() - started)
             return result
+
+    async def _checkpoint(self, batch: Batch) -> bool:
+        """Checkpoints the stored batch, retrying while the lease table is unavailable; False
+        when the lease was lost (the new owner replays the batch) or the consumer is stopping."""
+        attempt = 0
+        while True:
+            try:
+                await batch.checkpoint()
+                return True
+            except Error as error:
+                if error.code is CONFLICT:
+                    log.warning(
+                        "lease lost, batch not checkpointed", extra={"shard": batch.shard_id}
+                    )
+                    return False
+                attempt += 1
+                log.warning(
+                    "checkpoint failed, retrying",
+                    extra={"shard": batch.shard_id, "attempt": attempt, "error": error.message},
+                )
+            if await self._stopped_within(self._backoff.delay(attempt)):
+                return False
 
     def _count(self, batch: Batch, result: IngestResult) -> None:
         metrics = self._metrics

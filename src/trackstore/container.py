@@ -49,8 +49,12 @@ class Container(containers.DeclarativeContainer):
     memory_stream = providers.Singleton(MemoryStream, shard_count=MEMORY_SHARDS, clock=clock)
 
     # One client per process, opened by init_resources() and closed by shutdown_resources().
-    dynamodb = providers.Resource(dynamodb_client, region=settings.provided.aws_region)
-    kinesis = providers.Resource(kinesis_client, region=settings.provided.aws_region)
+    dynamodb = providers.Resource(
+        dynamodb_client, region=settings.provided.aws_region, metrics=metrics
+    )
+    kinesis = providers.Resource(
+        kinesis_client, region=settings.provided.aws_region, metrics=metrics
+    )
     worker_id = providers.Singleton(worker_id)
 
     locations = providers.Selector(
@@ -90,6 +94,7 @@ class Container(containers.DeclarativeContainer):
             failover_s=settings.provided.lease_failover_seconds,
             max_leases=settings.provided.max_leases_per_worker,
             initial_position=settings.provided.kinesis_initial_position,
+            metrics=metrics,
         ),
     )
     dead_letters = providers.Selector(

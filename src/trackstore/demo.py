@@ -8,7 +8,7 @@ import logging
 from trackstore.clock import wall_clock_ms
 from trackstore.consumer import Consumer
 from trackstore.container import Container
-from trackstore.serving import serve_http
+from trackstore.serving import listen, serve_http
 from trackstore.simulate import Fleet
 from trackstore.web import create_app
 
@@ -28,13 +28,14 @@ async def run_demo(
             stream.put_records(fleet.advance(wall_clock_ms()))
             await asyncio.sleep(PUBLISH_EVERY_S)
 
+    sock = listen(host, port)
     url = f"http://{host}:{port}"
     print(f"TrackStore demo: {devices} simulated vehicles, {rate:g} records/s", flush=True)
     print(f"  open {url}/devices  ·  {url}/schema/swagger  ·  {url}/metrics", flush=True)
     print("  Ctrl-C stops it", flush=True)
     tasks = [asyncio.create_task(publish()), asyncio.create_task(consumer.run())]
     try:
-        await serve_http(create_app(container), host, port, stop)
+        await serve_http(create_app(container), sock, stop)
     finally:
         stop.set()
         await consumer.stop()

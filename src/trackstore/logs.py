@@ -8,6 +8,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+from opentelemetry import trace
+
+from trackstore.telemetry import xray_trace_id
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is logged.
 # uvicorn adds `color_message`, a terminal-coloured copy of the message.
@@ -28,6 +31,12 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            # Both spellings: OpenTelemetry's, and X-Ray's for CloudWatch's trace links.
+            line["traceId"] = f"{span.trace_id:032x}"
+            line["spanId"] = f"{span.span_id:016x}"
+            line["xrayTraceId"] = xray_trace_id(span.trace_id)
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 line[key] = value

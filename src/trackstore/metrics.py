@@ -53,6 +53,26 @@ class Metrics:
             ["route", "method"],
             registry=r,
         )
+        self.aws_calls = Counter(
+            "trackstore_aws_calls",
+            "AWS API calls, by service, operation and outcome (ok, throttled, error)",
+            ["service", "operation", "outcome"],
+            registry=r,
+        )
+        self.aws_retries = Counter(
+            "trackstore_aws_retries",
+            "Retries botocore made inside AWS calls (mostly throttling), by service and operation",
+            ["service", "operation"],
+            registry=r,
+        )
+        self.dynamodb_unprocessed = Counter(
+            "trackstore_dynamodb_unprocessed_items",
+            "Items DynamoDB handed back unprocessed from BatchWriteItem (partial throttling)",
+            registry=r,
+        )
+        self.leases_held = Gauge(
+            "trackstore_leases_held", "Shard leases this consumer holds", registry=r
+        )
         for reason in Reason:  # every reason shows from the start, at zero
             self.records_rejected.labels(reason=reason.value)
 

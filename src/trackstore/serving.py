@@ -28,12 +28,12 @@ def stop_on_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-async def serve_http(app: Litestar, host: str, port: int, stop: asyncio.Event) -> None:
-    """Serves `app` until `stop` is set, then drains open requests and returns.
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port, or OSError with a one-line reason (port in use, bad host).
 
-    Raises OSError when the address cannot be bound (port in use, unknown host).
+    Bound before anything else starts, rather than by uvicorn, which reports a busy port by
+    exiting the process, and which would only find out after the consumer took its leases.
     """
-    # Bound here rather than by uvicorn, which reports a busy port by exiting the process.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -42,9 +42,12 @@ async def serve_http(app: Litestar, host: str, port: int, stop: asyncio.Event) -
     except OSError as exc:
         sock.close()
         raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    server = _QuietServer(
-        uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
-    )
+    return sock
+
+
+async def serve_http(app: Litestar, sock: socket.socket, stop: asyncio.Event) -> None:
+    """Serves `app` on the bound socket until `stop` is set, then drains open requests."""
+    server = _QuietServer(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
 
     async def watch() -> None:
         await stop.wait()

@@ -32,9 +32,15 @@ def stream_env(kinesis_local_endpoint: str, dynalite_endpoint: str) -> dict[str,
     }
 
 
-def start_consumer(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def start_consumer(
+    env: dict[str, str], log: Path, metrics_port: int = 0
+) -> subprocess.Popen[bytes]:
+    """`trackstore consume`; its metrics port is off unless given (workers share the host)."""
     return subprocess.Popen(
-        [*TRACKSTORE, "consume"], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT
+        [*TRACKSTORE, "consume", "--metrics-port", str(metrics_port)],
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
     )
 
 

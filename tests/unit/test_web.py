@@ -589,6 +589,7 @@ async def test_openapi_document_names_every_operation(client: Client) -> None:
     assert {(path, method) for path, method, _ in operations} == {
         ("/", "get"),
         ("/health", "get"),
+        ("/health/live", "get"),
         ("/locations", "get"),
         ("/locations/{device_id}", "get"),
         ("/locations/{device_id}/latest", "get"),

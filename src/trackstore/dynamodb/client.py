@@ -10,17 +10,21 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from trackstore import aws
-from trackstore.aws import aws_session, client_config
+from trackstore.aws import TracedClient, aws_session, client_config
 from trackstore.errors import Error
+from trackstore.metrics import Metrics
 
 
 @asynccontextmanager
-async def dynamodb_client(region: str, endpoint_url: str | None = None) -> AsyncIterator[Any]:
-    """A DynamoDB client; without `endpoint_url`, botocore's AWS_ENDPOINT_URL(_DYNAMODB) or AWS."""
+async def dynamodb_client(
+    region: str, endpoint_url: str | None = None, metrics: Metrics | None = None
+) -> AsyncIterator[Any]:
+    """A traced DynamoDB client; without `endpoint_url`, botocore's AWS_ENDPOINT_URL(_DYNAMODB)
+    or AWS itself."""
     async with aws_session().create_client(
         "dynamodb", region_name=region, endpoint_url=endpoint_url, config=client_config()
     ) as client:
-        yield client
+        yield TracedClient(client, "DynamoDB", metrics)
 
 
 def translate(exc: Exception, what: str) -> Error:

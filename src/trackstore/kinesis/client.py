@@ -10,8 +10,9 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from trackstore import aws
-from trackstore.aws import aws_session, client_config, error_code
+from trackstore.aws import TracedClient, aws_session, client_config, error_code
 from trackstore.errors import Error
+from trackstore.metrics import Metrics
 
 
 def translate(exc: Exception, what: str) -> Error:
@@ -19,12 +20,15 @@ def translate(exc: Exception, what: str) -> Error:
 
 
 @asynccontextmanager
-async def kinesis_client(region: str, endpoint_url: str | None = None) -> AsyncIterator[Any]:
-    """A Kinesis client; without `endpoint_url`, botocore's AWS_ENDPOINT_URL(_KINESIS) or AWS."""
+async def kinesis_client(
+    region: str, endpoint_url: str | None = None, metrics: Metrics | None = None
+) -> AsyncIterator[Any]:
+    """A traced Kinesis client; without `endpoint_url`, botocore's AWS_ENDPOINT_URL(_KINESIS) or
+    AWS itself."""
     async with aws_session().create_client(
         "kinesis", region_name=region, endpoint_url=endpoint_url, config=client_config()
     ) as client:
-        yield client
+        yield TracedClient(client, "Kinesis", metrics)
 
 
 async def ensure_stream(client: Any, name: str, shards: int, timeout_s: float = 300.0) -> bool:

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 from trackstore.aws import error_code
 from trackstore.backoff import Backoff
 from trackstore.domain import StreamRecord, position_order
-from trackstore.errors import UNAVAILABLE
+from trackstore.errors import CONFLICT, UNAVAILABLE, Error
 from trackstore.kinesis.client import translate
 from trackstore.kinesis.kpl import deaggregate
 from trackstore.leasing import LATEST, SHARD_END, TRIM_HORIZON
@@ -43,12 +43,17 @@ class KinesisBatch:
         self.checkpointed = False
 
     async def checkpoint(self) -> None:
+        """Raises Error(CONFLICT) when the lease is lost (the reader then stops), and
+        Error(UNAVAILABLE) when the lease table did not answer: the caller may try again."""
         last = self.records[-1]
         try:
             await self._commit(last.sequence_number, last.sub_sequence_number)
-            self.checkpointed = True
-        finally:
-            self.done.set()
+        except Error as error:
+            if error.code is CONFLICT:
+                self.done.set()
+            raise
+        self.checkpointed = True
+        self.done.set()
 
     def abandon(self) -> None:
         self.done.set()
@@ -67,6 +72,7 @@ class ShardReader:
         hand_out: Callable[[KinesisBatch], Awaitable[None]],
         commit: Callable[[str, int], Awaitable[None]],
         backoff: Backoff | None = None,
+        on_lag: Callable[[str, int], None] | None = None,
     ) -> None:
         self._client = client
         self._stream = stream
@@ -81,6 +87,7 @@ class ShardReader:
         self._hand_out = hand_out
         self._commit = commit
         self._backoff = backoff or Backoff(base=0.2, cap=10.0)
+        self._on_lag = on_lag
         self.reached_end = False
 
     async def run(self) -> None:
@@ -94,6 +101,8 @@ class ShardReader:
             last_call = time.monotonic()
             response, iterator = await self._get_records(iterator)
             records = self._records(response.get("Records", []))
+            if self._on_lag is not None and "MillisBehindLatest" in response:
+                self._on_lag(self.shard_id, int(response["MillisBehindLatest"]))
             if pending is not None:
                 await pending.done.wait()
                 if not pending.checkpointed:

@@ -16,10 +16,12 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from trackstore.consumer_health import SourceState
 from trackstore.errors import CONFLICT, Error
 from trackstore.kinesis.reader import KinesisBatch, ShardReader
 from trackstore.kinesis.shards import list_shards
 from trackstore.leasing import SHARD_END, TRIM_HORIZON, Lease, LeaseStore, LeaseTaker
+from trackstore.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,7 @@ class KinesisStreamSource:
         shard_sync_s: float = 60.0,
         idle_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
     ) -> None:
         self._client = client
         self._stream = stream
@@ -50,6 +53,9 @@ class KinesisStreamSource:
         self._idle_s = idle_s
         self._taker = LeaseTaker(worker_id, failover_s, max_leases, clock)
         self.held: dict[str, Lease] = {}
+        self._orphaned = 0
+        self._behind_ms: dict[str, int] = {}
+        self._metrics = metrics
         self._locks: dict[str, asyncio.Lock] = {}
         self._readers: dict[str, asyncio.Task[None]] = {}
         self._queue: asyncio.Queue[KinesisBatch] = asyncio.Queue()
@@ -97,6 +103,19 @@ class KinesisStreamSource:
                         await self._store.release(lease)
         log.info("leases released", extra={"worker": self.worker_id})
 
+    def state(self) -> SourceState:
+        behind = max((ms for shard, ms in self._behind_ms.items() if shard in self.held), default=0)
+        return SourceState(held=len(self.held), orphaned=self._orphaned, behind_ms=behind)
+
+    def _lagging(self, shard_id: str, millis_behind: int) -> None:
+        self._behind_ms[shard_id] = millis_behind
+        if self._metrics is not None:
+            self._metrics.millis_behind_latest.labels(shard=shard_id).set(millis_behind)
+
+    def _count_leases(self) -> None:
+        if self._metrics is not None:
+            self._metrics.leases_held.set(len(self.held))
+
     # -- leases -----------------------------------------------------------------------------
 
     def _lock(self, shard_id: str) -> asyncio.Lock:
@@ -118,7 +137,9 @@ class KinesisStreamSource:
             self._sync_now.set()  # its children may start now
 
     def _lose(self, shard_id: str) -> None:
+        self._behind_ms.pop(shard_id, None)
         if self.held.pop(shard_id, None) is not None:
+            self._count_leases()
             log.warning("lease lost", extra={"shard": shard_id, "worker": self.worker_id})
         reader = self._readers.pop(shard_id, None)
         if reader is not None and reader is not asyncio.current_task():
@@ -139,12 +160,16 @@ class KinesisStreamSource:
     async def _take_leases(self) -> None:
         leases = await self._store.list()
         self._taker.observe(leases)
+        self._orphaned = sum(
+            1 for lease in leases if not lease.finished and self._taker.expired(lease)
+        )
         for lease in self._taker.choose(leases):
             taken = await self._store.take(lease, self.worker_id)
             if taken is None:
                 continue  # someone was quicker
             self.held[taken.shard_id] = taken
             self._start_reader(taken)
+        self._count_leases()
         # Readers whose shard is no longer held (lost) are stopped by _lose.
 
     def _start_reader(self, lease: Lease) -> None:
@@ -158,6 +183,7 @@ class KinesisStreamSource:
             self._idle_s,
             hand_out=self._queue.put,
             commit=lambda checkpoint, sub: self._commit(lease.shard_id, checkpoint, sub),
+            on_lag=self._lagging,
         )
         task = asyncio.create_task(self._run_reader(reader))
         self._readers[lease.shard_id] = task
@@ -165,6 +191,9 @@ class KinesisStreamSource:
     async def _run_reader(self, reader: ShardReader) -> None:
         try:
             await reader.run()
+            if not reader.reached_end and not self._stopping.is_set():
+                # A batch was given up: let the lease go, so it is taken again and replayed.
+                await self._give_up(reader.shard_id)
         except asyncio.CancelledError:
             raise
         except Error as error:

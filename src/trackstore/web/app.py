@@ -31,13 +31,15 @@ from trackstore.service import TrackService
 from trackstore.web.devices import get_device, list_devices, register_device
 from trackstore.web.locations import fleet_window, latest_location, location_history
 from trackstore.web.problems import EXCEPTION_HANDLERS
-from trackstore.web.system import OPENAPI_PATH, health, index, metrics_text
+from trackstore.web.system import OPENAPI_PATH, health, index, liveness, metrics_text
+from trackstore.web.tracing import tracing_plugin
 
 Lifespan = Callable[[Litestar], AbstractAsyncContextManager[Any]] | AbstractAsyncContextManager[Any]
 
 ROUTES = [
     index,
     health,
+    liveness,
     metrics_text,
     location_history,
     fleet_window,
@@ -125,6 +127,7 @@ def create_app(container: Container, lifespan: Sequence[Lifespan] | None = None)
             ],
         ),
         state=State({"container": container}),
+        plugins=[tracing_plugin()],
         lifespan=[lambda _: resources(container), *(lifespan or [])],
         # Logging belongs to the process (JSON lines, see telemetry); Litestar must not
         # reconfigure it. Unexpected errors are logged by the 500 handler.
