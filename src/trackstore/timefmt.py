@@ -24,10 +24,9 @@ def epoch_to_ms(value: float) -> int:
 def parse_iso(text: str) -> int:
     """An ISO-8601 date-time with a UTC offset (`Z` or `+hh:mm`) to epoch milliseconds."""
     text = text.strip()
-    if len(text) < 16 or text[10] not in "Tt ":
-        raise ValueError(f"not an ISO-8601 date-time: {text!r}")
     try:
-        moment = datetime.fromisoformat(text)
+        # RFC 3339 allows a lower-case t and z; fromisoformat does not.
+        moment = datetime.fromisoformat(text.upper())
     except ValueError:
         raise ValueError(f"not an ISO-8601 date-time: {text!r}") from None
     if moment.tzinfo is None:
