@@ -58,6 +58,29 @@ def ensure_node_modules() -> Path:
     return modules
 
 
+def docker_available() -> bool:
+    """Whether a Docker engine answers; without one testcontainers fails within milliseconds."""
+    try:
+        import docker
+
+        docker.from_env(timeout=2).ping()
+    except Exception:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def localstack() -> Iterator[str]:
+    """LocalStack through testcontainers: only where a Docker engine runs."""
+    from testcontainers.community.localstack import LocalStackContainer
+
+    container = LocalStackContainer(image="localstack/localstack:4").with_services(
+        "dynamodb", "kinesis"
+    )
+    with container:
+        yield container.get_url()
+
+
 @contextlib.contextmanager
 def moto_server() -> Iterator[str]:
     from moto.server import ThreadedMotoServer

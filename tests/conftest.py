@@ -8,7 +8,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.aws_emulators import DUMMY_CREDENTIALS, dynalite, kinesis_local, moto_server
+from tests.aws_emulators import (
+    DUMMY_CREDENTIALS,
+    docker_available,
+    dynalite,
+    kinesis_local,
+    localstack,
+    moto_server,
+)
 
 for _name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_CONFIG_FILE"):
     os.environ.pop(_name, None)
@@ -27,6 +34,15 @@ def moto_endpoint() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def dynalite_endpoint() -> Iterator[str]:
     with dynalite() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
+def localstack_endpoint() -> Iterator[str]:
+    """LocalStack where a Docker engine exists; the tests using it skip where none does."""
+    if not docker_available():
+        pytest.skip("no Docker engine here: the LocalStack variant runs where one exists")
+    with localstack() as endpoint:
         yield endpoint
 
 

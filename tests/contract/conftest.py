@@ -2,7 +2,8 @@
 
 Every suite in this folder takes the `repos` fixture, so it runs once per adapter: the in-memory
 fakes, DynamoDB served by dynalite (strict request validation) and by moto server (TTL,
-conditions). Each test gets fresh tables.
+conditions), and by LocalStack through testcontainers where a Docker engine runs (skipped
+where none does). Each test gets fresh tables.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ REPOSITORY_FACTORIES: dict[
     "memory": lambda _: memory_repos(),
     "dynalite": lambda request: dynamodb_repos(request.getfixturevalue("dynalite_endpoint")),
     "moto": lambda request: dynamodb_repos(request.getfixturevalue("moto_endpoint")),
+    "localstack": lambda request: dynamodb_repos(request.getfixturevalue("localstack_endpoint")),
 }
 
 
