@@ -19,6 +19,7 @@ from trackstore.demo import run_demo
 from trackstore.errors import Error
 from trackstore.logs import configure_logging
 from trackstore.provision import provision
+from trackstore.seed import seed
 from trackstore.serving import listen, serve_http, stop_on_signals
 from trackstore.telemetry import configure_tracing
 from trackstore.web import create_app
@@ -49,6 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the REST API", description="Run the REST API.")
     _add_listen_flags(serve)
+    serve.add_argument(
+        "--seed-devices",
+        type=_positive_int,
+        default=None,
+        help="memory backend only: start with this many devices (bus-0000...)",
+    )
+    serve.add_argument(
+        "--seed-points",
+        type=_positive_int,
+        default=1000,
+        help="with --seed-devices: points per device, 10 s apart, ending now (default 1000)",
+    )
 
     consume_parser = commands.add_parser(
         "consume",
@@ -136,6 +149,16 @@ async def _run(args: argparse.Namespace, container: Container, settings: Setting
         container = build_container(_with_backend(settings, Backend.MEMORY))
         command = run_demo(container, args.host, args.port, args.devices, args.rate, stop)
     elif args.command == "serve":
+        if args.seed_devices is not None:
+            if settings.backend is not Backend.MEMORY:
+                raise CommandError("--seed-devices needs TRACKSTORE_BACKEND=memory", EXIT_USAGE)
+            await seed(
+                container.locations(),
+                container.devices(),
+                args.seed_devices,
+                args.seed_points,
+                container.clock()(),
+            )
         command = serve_http(create_app(container), listen(args.host, args.port), stop)
     elif args.command == "consume":
         if settings.backend is Backend.MEMORY:
