@@ -19,7 +19,7 @@ Scalar = str | int | float | bool | None
 T = TypeVar("T")
 
 
-class Location(msgspec.Struct, frozen=True, kw_only=True):
+class Location(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     """One GPS position of one device. `timestamp` and `received_at` are epoch milliseconds."""
 
     device_id: str
@@ -90,7 +90,7 @@ class Page(msgspec.Struct, Generic[T], frozen=True):
     next_token: str | None = None
 
 
-class StreamRecord(msgspec.Struct, frozen=True, kw_only=True):
+class StreamRecord(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     """One (deaggregated) record as the stream delivered it."""
 
     data: bytes
@@ -113,14 +113,14 @@ def position_order(position: str) -> tuple[int, int]:
     return int(sequence), int(sub or 0)
 
 
-class Arrival(msgspec.Struct, frozen=True):
+class Arrival(msgspec.Struct, frozen=True, gc=False):
     """A location and the stream position of the record that carried it."""
 
     location: Location
     position: str
 
 
-class DeviceMark(msgspec.Struct, frozen=True, kw_only=True):
+class DeviceMark(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     """How far a device's activity has been applied: its `lastSeen`, and the stream position up
     to which its records have been counted (`None` before the first, or for items written by the
     service TrackStore replaces)."""
@@ -129,7 +129,7 @@ class DeviceMark(msgspec.Struct, frozen=True, kw_only=True):
     applied_through: str | None = None
 
 
-class DeviceActivity(msgspec.Struct, frozen=True, kw_only=True):
+class DeviceActivity(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     """What one ingested batch does to one device: applied only if the device's mark is still
     `expected` (what the batch read), so a batch applies at most once."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 
@@ -17,6 +17,7 @@ from trackstore.domain import DEVICE_ID_PATTERN, Location, Scalar, StreamRecord
 from trackstore.timefmt import epoch_to_ms, parse_iso
 
 FUTURE_TOLERANCE_MS = 5 * 60 * 1000
+_T = TypeVar("_T")
 MAX_ATTRIBUTES_BYTES = 2048
 
 
@@ -69,6 +70,39 @@ _KNOWN_WITH_ATTRIBUTES = _KNOWN | {"attributes"}
 _json_decode = msgspec.json.Decoder().decode
 _json_encode = msgspec.json.Encoder().encode
 
+_Latitude = Annotated[float, msgspec.Meta(ge=-90, le=90)] | None
+_Longitude = Annotated[float, msgspec.Meta(ge=-180, le=180)] | None
+_NonNegative = Annotated[float, msgspec.Meta(ge=0)] | None
+
+
+class _Clean(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """A record with only the contract's fields, each of its type and in range: what nearly all
+    traffic is. Decoding into it checks all that in C; anything else takes the slow path, which
+    tells exactly what is wrong or keeps the unknown fields."""
+
+    deviceId: str | None = None
+    busId: str | None = None
+    timestamp: int | float | str | None = None
+    ts: int | float | str | None = None
+    latitude: _Latitude = None
+    lat: _Latitude = None
+    longitude: _Longitude = None
+    lon: _Longitude = None
+    speed: _NonNegative = None
+    heading: Annotated[float, msgspec.Meta(ge=0, lt=360)] | None = None
+    altitude: float | None = None
+    accuracy: _NonNegative = None
+    battery: Annotated[float, msgspec.Meta(ge=0, le=100)] | None = None
+    attributes: dict[str, str | int | float | bool | None] | None = None
+    # What the platform's legacy producers add; kept in attributes.
+    processed_at: str | int | float | None = None
+    region: str | None = None
+    quality_score: float | None = None
+
+
+_LEGACY_EXTRAS = ("processed_at", "region", "quality_score")
+_clean_decode = msgspec.json.Decoder(_Clean).decode
+
 
 class RecordDecoder:
     """Decodes and validates records against a clock window: not older than the TTL, not more
@@ -79,9 +113,54 @@ class RecordDecoder:
 
     def decode(self, record: StreamRecord, now_ms: int) -> Location | Rejection:
         try:
-            return self._location(record, now_ms)
+            return self._fast(record, now_ms) or self._location(record, now_ms)
         except _Reject as reject:
             return Rejection(reason=reject.reason, detail=reject.detail, record=record)
+
+    def _fast(self, record: StreamRecord, now_ms: int) -> Location | None:
+        """The record as a Location when it is clean, else None (then _location decides)."""
+        try:
+            clean = _clean_decode(record.data)
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            return None
+        attributes = clean.attributes
+        if not (
+            clean.processed_at is None and clean.region is None and clean.quality_score is None
+        ):
+            extras = {name: getattr(clean, name) for name in _LEGACY_EXTRAS}
+            attributes = {
+                **{k: v for k, v in extras.items() if v is not None},
+                **(attributes or {}),
+            }
+        device_id = _one(clean.deviceId, clean.busId)
+        stamp = _one(clean.timestamp, clean.ts)
+        latitude = _one(clean.latitude, clean.lat)
+        longitude = _one(clean.longitude, clean.lon)
+        if (
+            device_id is None
+            or stamp is None
+            or latitude is None
+            or longitude is None
+            or not DEVICE_ID_PATTERN.fullmatch(device_id)
+            or (attributes and len(_json_encode(attributes)) > MAX_ATTRIBUTES_BYTES)
+        ):
+            return None
+        timestamp = _timestamp(stamp)
+        if not now_ms - self._ttl_ms <= timestamp <= now_ms + FUTURE_TOLERANCE_MS:
+            return None
+        return Location(
+            device_id=device_id,
+            timestamp=timestamp,
+            latitude=latitude,
+            longitude=longitude,
+            speed=clean.speed,
+            heading=clean.heading,
+            altitude=clean.altitude,
+            accuracy=clean.accuracy,
+            battery=clean.battery,
+            attributes=attributes or None,
+            received_at=record.arrival_ms,
+        )
 
     def _location(self, record: StreamRecord, now_ms: int) -> Location:
         try:
@@ -128,6 +207,16 @@ class RecordDecoder:
             received_at=record.arrival_ms,
             **optional,
         )
+
+
+def _one(value: _T | None, alias: _T | None) -> _T | None:
+    """The field's value from its name or its legacy alias; None when missing or when both are
+    set and differ (the slow path then says which)."""
+    if alias is None:
+        return value
+    if value is None or value == alias:
+        return alias
+    return None
 
 
 def _required(raw: dict[str, Any], name: str) -> Any:
