@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import msgspec
@@ -21,6 +22,7 @@ from tests.helpers import (
 )
 from trackstore.domain import Location, StreamRecord
 from trackstore.records import Reason, RecordDecoder, Rejection
+from trackstore.simulate import Fleet
 
 DECODER = RecordDecoder(TTL_MS)
 REQUIRED = ("deviceId", "timestamp", "latitude", "longitude")
@@ -572,3 +574,33 @@ def test_the_device_id_comes_from_the_data_not_the_partition_key() -> None:
 
     assert isinstance(location, Location)
     assert location.device_id == "bus-1"
+
+
+def test_the_fast_path_agrees_with_the_full_rules_on_a_realistic_mix() -> None:
+    # The typed fast path is an optimisation only: wherever it answers, the full rules must
+    # give the very same Location (or it must step aside for them to reject).
+    rng = random.Random(5)
+    fleet = Fleet(devices=40, rate=40, start_ms=NOW_MS - 60_000, legacy_share=0.4)
+    decoder = RecordDecoder(TTL_MS)
+    answered = 0
+    for second in range(1, 30):
+        for _, data in fleet.advance(NOW_MS - 60_000 + second * 1000):
+            body = msgspec.json.decode(data)
+            mutation = rng.random()
+            if mutation < 0.1:
+                body["latitude" if "latitude" in body else "lat"] = rng.choice(
+                    [91, -91, "52", None]
+                )
+            elif mutation < 0.2:
+                body["heading"] = rng.choice([360, -1, 359.9, True])
+            elif mutation < 0.3:
+                body["attributes"] = rng.choice([{"a": 1}, {"n": {"x": 1}}, {"s": "x" * 3000}, []])
+            elif mutation < 0.4:
+                body["deviceId"] = rng.choice(["other", body.get("busId", "x"), "bad id", ""])
+            record = stream_record(msgspec.json.encode(body))
+            fast = decoder._fast(record, NOW_MS)
+            full = decoder.decode(record, NOW_MS)
+            if fast is not None:
+                answered += 1
+                assert fast == decoder._location(record, NOW_MS) == full
+    assert answered > 500
