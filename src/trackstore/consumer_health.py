@@ -64,7 +64,8 @@ class ConsumerHealth:
             )
         if state is not None:
             if state.held == 0 and state.orphaned > 0:
-                self._orphaned_since = self._orphaned_since or now
+                if self._orphaned_since is None:
+                    self._orphaned_since = now
                 if now - self._orphaned_since >= self._orphan_grace_s:
                     checks["leases"] = f"holds no lease while {state.orphaned} shards have no owner"
             else:

@@ -225,21 +225,28 @@ class _Plan(msgspec.Struct, frozen=True, kw_only=True):
 
     @classmethod
     def of(cls, device_id: str, arrivals: list[Arrival], mark: DeviceMark | None) -> _Plan:
+        orders = [position_order(a.position) for a in arrivals]
         replayed: list[Arrival] = []
         if mark is not None and mark.applied_through is not None:
             done = position_order(mark.applied_through)
-            replayed = [a for a in arrivals if position_order(a.position) <= done]
-            arrivals = [a for a in arrivals if position_order(a.position) > done]
+            replayed = [a for a, order in zip(arrivals, orders, strict=True) if order <= done]
+            if replayed:
+                kept = [(a, o) for a, o in zip(arrivals, orders, strict=True) if o > done]
+                arrivals, orders = [a for a, _ in kept], [o for _, o in kept]
         last_seen = mark.last_seen if mark is not None else None
-        fresh = [a for a in arrivals if last_seen is None or a.location.timestamp > last_seen]
-        late = [a for a in arrivals if last_seen is not None and a.location.timestamp <= last_seen]
+        if last_seen is None:
+            fresh, late = arrivals, []
+        else:
+            fresh = [a for a in arrivals if a.location.timestamp > last_seen]
+            late = [a for a in arrivals if a.location.timestamp <= last_seen]
+        last = max(range(len(orders)), key=orders.__getitem__, default=None)
         return cls(
             device_id=device_id,
             mark=mark,
             fresh=fresh,
             late=late,
             replayed=replayed,
-            applied_through=max((a.position for a in arrivals), key=position_order, default=""),
+            applied_through="" if last is None else arrivals[last].position,
         )
 
     def activity(self, counted_late: int) -> DeviceActivity:

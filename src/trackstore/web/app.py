@@ -32,7 +32,7 @@ from trackstore.web.devices import get_device, list_devices, register_device
 from trackstore.web.locations import fleet_window, latest_location, location_history
 from trackstore.web.problems import EXCEPTION_HANDLERS
 from trackstore.web.system import OPENAPI_PATH, health, index, liveness, metrics_text
-from trackstore.web.tracing import tracing_plugin
+from trackstore.web.tracing import name_span_after_route, tracing_plugin
 
 Lifespan = Callable[[Litestar], AbstractAsyncContextManager[Any]] | AbstractAsyncContextManager[Any]
 
@@ -128,6 +128,7 @@ def create_app(container: Container, lifespan: Sequence[Lifespan] | None = None)
         ),
         state=State({"container": container}),
         plugins=[tracing_plugin()],
+        before_request=name_span_after_route,
         lifespan=[lambda _: resources(container), *(lifespan or [])],
         # Logging belongs to the process (JSON lines, see telemetry); Litestar must not
         # reconfigure it. Unexpected errors are logged by the 500 handler.

@@ -1,19 +1,33 @@
 """HTTP request spans, named after the route template (`GET /devices/{device_id}`), never the
-raw path: one span name per route, not one per device."""
+raw path: one span name per route, not one per device.
+
+Litestar's OpenTelemetry middleware opens the span before routing, when only the raw path is
+known; so the span starts as just the method (what OpenTelemetry prescribes for an unknown
+route) and is renamed once routing has found the template.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from litestar import Request
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 from litestar.types import Scope
+from opentelemetry import trace
 from opentelemetry.semconv.attributes.http_attributes import HTTP_ROUTE
 
 
 def _span_details(scope: Scope) -> tuple[str, dict[str, Any]]:
-    template = str(scope.get("path_template") or scope.get("path", ""))
-    method = str(scope.get("method", "")).strip()
-    return (f"{method} {template}" if method else template), {HTTP_ROUTE: template}
+    return str(scope.get("method", "HTTP")).strip() or "HTTP", {}
+
+
+async def name_span_after_route(request: Request[Any, Any, Any]) -> None:
+    """A `before_request` hook: the route is known by now."""
+    template = request.scope.get("path_template")
+    if template:
+        span = trace.get_current_span()
+        span.update_name(f"{request.method} {template}")
+        span.set_attribute(HTTP_ROUTE, template)
 
 
 def tracing_plugin() -> OpenTelemetryPlugin:
