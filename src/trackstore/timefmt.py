@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 # A number below this is epoch seconds, otherwise epoch milliseconds (the contract's rule):
 # 10^11 seconds is the year 5138, 10^11 milliseconds is 1973.
 EPOCH_SECONDS_LIMIT = 10**11
 
 DAY_MS = 86_400_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def epoch_to_ms(value: float) -> int:
@@ -47,13 +49,22 @@ def parse_time(text: str) -> int:
 
 def format_ms(ms: int) -> str:
     """Epoch milliseconds to `2026-11-28T12:00:00.123Z`."""
-    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    # On every location of every response: arithmetic and a cached date, not strftime.
+    day, rest = divmod(ms, DAY_MS)
+    seconds, milli = divmod(rest, 1000)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    return f"{_date(day)}T{hours:02d}:{minutes:02d}:{seconds:02d}.{milli:03d}Z"
 
 
 def utc_date(ms: int) -> str:
     """`YYYY-MM-DD` (UTC) of epoch milliseconds."""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d")
+    return _date(ms // DAY_MS)
+
+
+@functools.lru_cache(maxsize=1024)
+def _date(day: int) -> str:
+    return (_EPOCH + timedelta(days=day)).strftime("%Y-%m-%d")
 
 
 def _datetime_to_ms(moment: datetime) -> int:

@@ -7,6 +7,7 @@ Attribute names are the contract's (other services read these tables): Locations
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from typing import Any
@@ -67,8 +68,13 @@ def from_value(value: dict[str, Any]) -> Any:
 
 def date_key(device_id: str, timestamp: int, shards: int) -> str:
     """The GSI partition: the UTC day, spread over `shards` write shards by device."""
-    shard = int.from_bytes(hashlib.md5(device_id.encode()).digest()[:4], "big") % shards
-    return f"{utc_date(timestamp)}#{shard:02d}"
+    return f"{utc_date(timestamp)}#{_write_shard(device_id, shards):02d}"
+
+
+@functools.lru_cache(maxsize=65_536)
+def _write_shard(device_id: str, shards: int) -> int:
+    # A fleet's devices come back batch after batch: hash each once.
+    return int.from_bytes(hashlib.md5(device_id.encode()).digest()[:4], "big") % shards
 
 
 def location_attributes(location: Location) -> Item:
