@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from enum import StrEnum
@@ -32,6 +33,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     lease_failover_seconds: float = 10.0
     max_leases_per_worker: int = 1000
     consumer_stall_seconds: float = 300.0
+    api_key_digests: tuple[bytes, ...] = ()
+    metrics_public: bool = False
     log_level: str = "INFO"
 
     @classmethod
@@ -58,6 +61,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             lease_failover_seconds=_int(values, "LEASE_FAILOVER_SECONDS", 10, 2, 600),
             max_leases_per_worker=_int(values, "MAX_LEASES_PER_WORKER", 1000, 1, 100_000),
             consumer_stall_seconds=_int(values, "CONSUMER_STALL_SECONDS", 300, 10, 86_400),
+            api_key_digests=_api_keys(values.get("TRACKSTORE_API_KEYS", "")),
+            metrics_public=_bool(values, "METRICS_PUBLIC"),
             log_level=_log_level(values.get("LOG_LEVEL", "INFO")),
         )
 
@@ -107,6 +112,36 @@ def _choice(values: Mapping[str, str], key: str, choices: tuple[str, ...]) -> st
     if raw not in choices:
         raise Error(INVALID, f"{key} must be one of {', '.join(choices)}, got {raw!r}")
     return raw
+
+
+def _api_keys(raw: str) -> tuple[bytes, ...]:
+    """Comma-separated keys, or `sha256:<hex>` digests of them, as SHA-256 digests."""
+    digests = []
+    for entry in (part.strip() for part in raw.split(",")):
+        if not entry:
+            continue
+        if entry.startswith("sha256:"):
+            try:
+                digest = bytes.fromhex(entry.removeprefix("sha256:"))
+            except ValueError:
+                digest = b""
+            if len(digest) != 32:
+                raise Error(INVALID, "TRACKSTORE_API_KEYS: a sha256: entry needs 64 hex digits")
+            digests.append(digest)
+        elif len(entry) < 16:
+            raise Error(INVALID, "TRACKSTORE_API_KEYS: keys must be at least 16 characters")
+        else:
+            digests.append(hashlib.sha256(entry.encode()).digest())
+    return tuple(digests)
+
+
+def _bool(values: Mapping[str, str], key: str) -> bool:
+    raw = values.get(key, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise Error(INVALID, f"{key} must be true or false, got {raw!r}")
 
 
 def _backend(raw: str) -> Backend:

@@ -25,9 +25,11 @@ from litestar.types import (
 )
 
 import trackstore
+from trackstore.config import Settings
 from trackstore.container import Container, resolve, resources
 from trackstore.metrics import Metrics
 from trackstore.service import TrackService
+from trackstore.web.auth import ApiKeyMiddleware
 from trackstore.web.devices import get_device, list_devices, register_device
 from trackstore.web.locations import fleet_window, latest_location, location_history
 from trackstore.web.problems import EXCEPTION_HANDLERS
@@ -98,6 +100,12 @@ class _MeteredLitestar(Litestar):
         self._http_seconds.labels(route=route, method=method).observe(seconds)
 
 
+def _auth(settings: Settings) -> list[ApiKeyMiddleware]:
+    if not settings.api_key_digests:
+        return []
+    return [ApiKeyMiddleware(settings.api_key_digests, settings.metrics_public)]
+
+
 def create_app(container: Container, lifespan: Sequence[Lifespan] | None = None) -> Litestar:
     """The REST API over `container`'s TrackService. The app opens the container's clients
     (DynamoDB) at startup and closes them at shutdown; `lifespan` adds more of the same."""
@@ -128,6 +136,7 @@ def create_app(container: Container, lifespan: Sequence[Lifespan] | None = None)
         ),
         state=State({"container": container}),
         plugins=[tracing_plugin()],
+        middleware=_auth(container.settings()),
         before_request=name_span_after_route,
         lifespan=[lambda _: resources(container), *(lifespan or [])],
         # Logging belongs to the process (JSON lines, see telemetry); Litestar must not

@@ -18,7 +18,7 @@ from trackstore.web.problems import BAD_DEVICE, STORE_DOWN, problem_specs
 from trackstore.web.wire import DeviceOut, DevicesOut, RegisterIn, device_out
 
 # Metadata is capped at 4 KiB encoded by the service; a body far past that is refused unread.
-MAX_REGISTER_BODY = 64 * 1024
+MAX_REGISTER_BODY = 16 * 1024
 
 _decode_register = msgspec.json.Decoder(RegisterIn).decode
 

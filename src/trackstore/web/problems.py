@@ -11,6 +11,7 @@ import math
 from http import HTTPStatus
 from typing import Any
 
+import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 from litestar.openapi.datastructures import ResponseSpec
@@ -20,6 +21,7 @@ from trackstore.errors import CONFLICT, INVALID, NOT_FOUND, UNAVAILABLE, Code, E
 from trackstore.web.wire import Problem
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+UNAVAILABLE_DETAIL = "a storage service is unavailable; retry after the Retry-After seconds"
 STATUS: dict[Code, int] = {NOT_FOUND: 404, INVALID: 400, CONFLICT: 409, UNAVAILABLE: 503}
 DEFAULT_RETRY_AFTER = 1  # seconds; what a client waits when the failing side gave no hint
 
@@ -41,6 +43,14 @@ def retry_after_header(seconds: float | None) -> str:
     if seconds is None or not math.isfinite(seconds):
         return str(DEFAULT_RETRY_AFTER)
     return str(max(1, math.ceil(seconds)))
+
+
+def problem_body(status: int, detail: str, instance: str) -> bytes:
+    """A problem document as bytes, for answers given before Litestar's routing (middleware)."""
+    problem = Problem(
+        title=HTTPStatus(status).phrase, status=status, detail=detail, instance=instance
+    )
+    return msgspec.json.encode(problem)
 
 
 def problem_response(
@@ -67,10 +77,12 @@ def handle_error(request: Request[Any, Any, Any], exc: Error) -> Response[Proble
     status = STATUS.get(exc.code)
     if status is None:  # INTERNAL, or a code added later without a row here
         return handle_unexpected(request, exc)
-    headers = None
     if exc.code is UNAVAILABLE:
+        # The message names tables and AWS errors: for the logs (with the trace id), not callers.
+        _log.warning("dependency unavailable: %s", exc.message)
         headers = {"Retry-After": retry_after_header(exc.retry_after)}
-    return problem_response(request, status, exc.message, headers)
+        return problem_response(request, status, UNAVAILABLE_DETAIL, headers)
+    return problem_response(request, status, exc.message)
 
 
 def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from litestar import Response, get
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
@@ -13,6 +15,7 @@ from trackstore.web.problems import retry_after_header
 from trackstore.web.wire import HealthOut, IndexOut, LinksOut
 
 OPENAPI_PATH = "/schema"
+_log = logging.getLogger(__name__)
 
 
 @get("/", operation_id="getServiceInfo", tags=["system"], summary="Service name, version, links")
@@ -48,7 +51,14 @@ async def index() -> IndexOut:
     },
 )
 async def health(service: NamedDependency[TrackService]) -> Response[HealthOut]:
-    return health_response(await service.health())
+    checks = await service.health()
+    for name, message in checks.items():
+        if message is not None:
+            _log.warning("health check failed", extra={"check": name, "error": message})
+    # Callers learn which check failed, not the table names and AWS errors behind it.
+    return health_response(
+        {name: None if message is None else "unavailable" for name, message in checks.items()}
+    )
 
 
 @get(

@@ -1,0 +1,63 @@
+"""Optional API keys (TRACKSTORE_API_KEYS): `Authorization: Bearer <key>` or `X-Api-Key: <key>`.
+
+Keys are kept only as SHA-256 digests and compared in constant time, so neither the process's
+memory nor the time an answer takes gives a key away. `/`, `/health` and `/health/live` stay
+open for load balancers; `/metrics` too when METRICS_PUBLIC=true.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Collection
+
+from litestar.enums import ScopeType
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, HTTPResponseStartEvent, Receive, Scope, Send
+
+from trackstore.web.problems import problem_body
+
+OPEN_PATHS = frozenset({"/", "/health", "/health/live"})
+
+
+def key_digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+class ApiKeyMiddleware(ASGIMiddleware):
+    def __init__(self, digests: Collection[bytes], metrics_public: bool) -> None:
+        self._digests = tuple(digests)
+        self._open = OPEN_PATHS | ({"/metrics"} if metrics_public else set())
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        if scope["type"] != ScopeType.HTTP or scope["path"] in self._open or self._allowed(scope):
+            await next_app(scope, receive, send)
+            return
+        body = problem_body(401, "a valid API key is required", scope["path"])
+        start: HTTPResponseStartEvent = {
+            "type": "http.response.start",
+            "status": 401,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"www-authenticate", b'Bearer realm="trackstore"'),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+        await send(start)
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    def _allowed(self, scope: Scope) -> bool:
+        presented = None
+        for name, value in scope["headers"]:
+            if name == b"authorization" and value[:7].lower() == b"bearer ":
+                presented = value[7:].strip()
+            elif name == b"x-api-key":
+                presented = value.strip()
+        if not presented:
+            return False
+        digest = hashlib.sha256(presented).digest()
+        # Every key is compared, so the time taken does not tell which one came close.
+        matched = False
+        for known in self._digests:
+            matched |= hmac.compare_digest(digest, known)
+        return matched
