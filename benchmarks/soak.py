@@ -1,3 +1,4 @@
+# ruff: noqa: ASYNC220, ASYNC221  (a driver script: blocking process calls are fine here)
 """Soak: `simulate` at a steady rate through `consume` into the tables, `serve` under API load,
 for minutes. Samples memory (RSS) of consume and serve, consumer lag, and checks at the end that
 every produced record is stored exactly once. Not part of CI.
@@ -25,7 +26,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.aws_emulators import DUMMY_CREDENTIALS, dynalite, free_port, moto_server  # noqa: E402
+from tests.aws_emulators import DUMMY_CREDENTIALS, dynalite, free_port, moto_server
 
 TRACKSTORE = [sys.executable, "-m", "trackstore.cli"]
 
@@ -123,8 +124,10 @@ async def main() -> None:
                         metric(text, "trackstore_records_stored_total"),
                     )
                 )
+                t, consume_mb, serve_mb, lag, stored = samples[-1]
                 print(
-                    "t=%4.0fs consume %.0f MB serve %.0f MB lag %.0f ms stored %.0f" % samples[-1],
+                    f"t={t:4.0f}s consume {consume_mb:.0f} MB serve {serve_mb:.0f} MB "
+                    f"lag {lag:.0f} ms stored {stored:.0f}",
                     flush=True,
                 )
             published = int(simulate.stdout.read().split()[1]) if simulate.stdout else 0
