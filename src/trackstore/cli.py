@@ -72,8 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     consume_parser.add_argument(
         "--metrics-port",
         type=_port,
-        default=9100,
-        help="port of /metrics and /health (default 9100; 0 turns it off)",
+        default=None,
+        help="port of /metrics and /health (default CONSUMER_METRICS_PORT or 9100; 0: off)",
     )
     consume_parser.add_argument(
         "--metrics-host", default="127.0.0.1", help="address of that port (127.0.0.1)"
@@ -167,7 +167,8 @@ async def _run(args: argparse.Namespace, container: Container, settings: Setting
                 "(try `trackstore demo`)",
                 EXIT_USAGE,
             )
-        command = consume(container, stop, args.metrics_host, args.metrics_port)
+        port = settings.consumer_metrics_port if args.metrics_port is None else args.metrics_port
+        command = consume(container, stop, args.metrics_host, port)
     elif args.command == "init":
         if settings.backend is Backend.MEMORY:
             print("TRACKSTORE_BACKEND=memory: nothing to create")

@@ -184,6 +184,9 @@ def test_consume_runs_against_the_stream_then_stops_on_sigterm(
         LOCATION_TABLE_NAME=f"locations-{suffix}",
         DEVICE_TABLE_NAME=f"devices-{suffix}",
         LEASE_TABLE_NAME=f"leases-{suffix}",
+        # The command line stays the image's; only the port of /metrics moves off 9100, which
+        # another process on this host may hold.
+        CONSUMER_METRICS_PORT=str(free_port()),
     )
     init = subprocess.run(
         [*entrypoint, "init", "--shards", "2"],
