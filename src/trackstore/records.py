@@ -94,10 +94,10 @@ class _Clean(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     accuracy: _NonNegative = None
     battery: Annotated[float, msgspec.Meta(ge=0, le=100)] | None = None
     attributes: dict[str, str | int | float | bool | None] | None = None
-    # What the platform's legacy producers add; kept in attributes.
-    processed_at: str | int | float | None = None
-    region: str | None = None
-    quality_score: float | None = None
+    # What the platform's legacy producers add; kept in attributes, a null included.
+    processed_at: str | int | float | msgspec.UnsetType | None = msgspec.UNSET
+    region: str | msgspec.UnsetType | None = msgspec.UNSET
+    quality_score: int | float | msgspec.UnsetType | None = msgspec.UNSET
 
 
 _LEGACY_EXTRAS = ("processed_at", "region", "quality_score")
@@ -121,17 +121,16 @@ class RecordDecoder:
         """The record as a Location when it is clean, else None (then _location decides)."""
         try:
             clean = _clean_decode(record.data)
-        except (msgspec.DecodeError, UnicodeDecodeError):
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             return None
         attributes = clean.attributes
-        if not (
-            clean.processed_at is None and clean.region is None and clean.quality_score is None
-        ):
-            extras = {name: getattr(clean, name) for name in _LEGACY_EXTRAS}
-            attributes = {
-                **{k: v for k, v in extras.items() if v is not None},
-                **(attributes or {}),
-            }
+        extras = {
+            name: value
+            for name in _LEGACY_EXTRAS
+            if (value := getattr(clean, name)) is not msgspec.UNSET
+        }
+        if extras:
+            attributes = {**extras, **(attributes or {})}
         device_id = _one(clean.deviceId, clean.busId)
         stamp = _one(clean.timestamp, clean.ts)
         latitude = _one(clean.latitude, clean.lat)
@@ -165,7 +164,7 @@ class RecordDecoder:
     def _location(self, record: StreamRecord, now_ms: int) -> Location:
         try:
             raw = _json_decode(record.data)
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise _Reject(Reason.NOT_JSON, f"data is not UTF-8 JSON: {exc}") from None
         if not isinstance(raw, dict):
             raise _Reject(Reason.NOT_AN_OBJECT, "data is JSON but not an object")

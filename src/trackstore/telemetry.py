@@ -106,7 +106,7 @@ def producer_links(records: Sequence[StreamRecord], limit: int = 16) -> list[tra
             continue  # the common case, decided without parsing
         try:
             body = msgspec.json.decode(record.data)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             continue
         if not isinstance(body, dict):
             continue

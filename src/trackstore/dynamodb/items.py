@@ -24,10 +24,11 @@ def number(value: float) -> dict[str, str]:
     """A DynamoDB N. repr is the shortest exact form; exponents are spelled out as decimals."""
     if isinstance(value, int):
         return {"N": str(value)}
-    if not math.isfinite(value):
-        raise ValueError(f"DynamoDB cannot store {value}")
     text = repr(value)
-    if "e" in text or "E" in text:
+    # Python writes exponents, and inf/nan, only with a lower-case e or n: one test for both.
+    if "e" in text or "n" in text:
+        if not math.isfinite(value):
+            raise ValueError(f"DynamoDB cannot store {value}")
         text = format(value, ".17f").rstrip("0").rstrip(".") or "0"
     return {"N": text}
 
@@ -86,10 +87,17 @@ def location_attributes(location: Location) -> Item:
         "longitude": number(location.longitude),
         "receivedAt": {"N": str(location.received_at)},
     }
-    for name in _OPTIONAL:
-        value = getattr(location, name)
-        if value is not None:
-            item[name] = number(value)
+    # Unrolled: this runs for every record stored.
+    if location.speed is not None:
+        item["speed"] = number(location.speed)
+    if location.heading is not None:
+        item["heading"] = number(location.heading)
+    if location.altitude is not None:
+        item["altitude"] = number(location.altitude)
+    if location.accuracy is not None:
+        item["accuracy"] = number(location.accuracy)
+    if location.battery is not None:
+        item["battery"] = number(location.battery)
     if location.attributes:
         item["attributes"] = {"M": {k: to_value(v) for k, v in location.attributes.items()}}
     return item

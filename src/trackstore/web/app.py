@@ -13,8 +13,9 @@ from litestar.di import Provide
 from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
-from litestar.openapi.spec import Tag
+from litestar.openapi.spec import Components, SecurityScheme, Tag
 from litestar.types import (
+    HTTPResponseStartEvent,
     LifeSpanReceive,
     LifeSpanScope,
     LifeSpanSend,
@@ -32,7 +33,7 @@ from trackstore.service import TrackService
 from trackstore.web.auth import ApiKeyMiddleware
 from trackstore.web.devices import get_device, list_devices, register_device
 from trackstore.web.locations import fleet_window, latest_location, location_history
-from trackstore.web.problems import EXCEPTION_HANDLERS
+from trackstore.web.problems import EXCEPTION_HANDLERS, PROBLEM_MEDIA_TYPE, problem_body
 from trackstore.web.system import OPENAPI_PATH, health, index, liveness, metrics_text
 from trackstore.web.tracing import name_span_after_route, tracing_plugin
 
@@ -76,6 +77,13 @@ class _MeteredLitestar(Litestar):
             await super().__call__(scope, receive, send)
             return
         http_send: Send = send  # type: ignore[assignment]  # an "http" scope comes with its send
+        raw_path = scope.get("raw_path")
+        if isinstance(raw_path, bytes) and b"%2f" in raw_path.lower():
+            # The server decodes %2F before routing, which would let "a/b" pose as two path
+            # segments; no path segment of this API (a device id least of all) holds a slash.
+            await _send_problem(http_send, 400, "a path segment must not contain '/' (%2F)", scope)
+            self._record(scope, 400, 0.0)
+            return
         started = time.perf_counter()
         status = 500  # if nothing is ever sent, the client saw a failure
 
@@ -98,6 +106,37 @@ class _MeteredLitestar(Litestar):
             method = "OTHER"  # arbitrary method names must not create series
         self._http_requests.labels(route=route, method=method, status=str(status)).inc()
         self._http_seconds.labels(route=route, method=method).observe(seconds)
+
+
+async def _send_problem(send: Send, status: int, detail: str, scope: Mapping[str, Any]) -> None:
+    body = problem_body(status, detail, str(scope.get("path", "")))
+    start: HTTPResponseStartEvent = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+            (b"content-length", str(len(body)).encode()),
+        ],
+    }
+    await send(start)
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _security(settings: Settings) -> dict[str, Any]:
+    """The API-key schemes in the OpenAPI document, when API keys are configured."""
+    if not settings.api_key_digests:
+        return {}
+    return {
+        "components": Components(
+            security_schemes={
+                "bearer": SecurityScheme(type="http", scheme="bearer"),
+                "apiKey": SecurityScheme(
+                    type="apiKey", name="X-Api-Key", security_scheme_in="header"
+                ),
+            }
+        ),
+        "security": [{"bearer": []}, {"apiKey": []}],
+    }
 
 
 def _auth(settings: Settings) -> list[ApiKeyMiddleware]:
@@ -133,6 +172,7 @@ def create_app(container: Container, lifespan: Sequence[Lifespan] | None = None)
                 Tag(name="devices", description="Devices, their status and registration"),
                 Tag(name="system", description="Service information and health"),
             ],
+            **_security(container.settings()),
         ),
         state=State({"container": container}),
         plugins=[tracing_plugin()],

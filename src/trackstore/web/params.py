@@ -10,7 +10,7 @@ from typing import Annotated
 
 from litestar.params import PathParameter, QueryParameter
 
-from trackstore.domain import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Order
+from trackstore.domain import DEFAULT_PAGE_SIZE, DEVICE_ID_PATTERN, MAX_PAGE_SIZE, Order
 from trackstore.errors import INVALID, Error
 from trackstore.timefmt import parse_time
 
@@ -22,7 +22,11 @@ _TIME_HELP = "ISO-8601 date-time with a UTC offset, or epoch milliseconds; inclu
 
 DeviceId = Annotated[
     str,
-    PathParameter(description="The device id: 1..128 characters of A-Z a-z 0-9 . _ : -"),
+    PathParameter(
+        description="The device id: 1..128 characters of A-Z a-z 0-9 . _ : -",
+        # Documented here, checked by the service, whose 400 says what is wrong with the id.
+        schema_extra={"pattern": f"^{DEVICE_ID_PATTERN.pattern}$", "maxLength": 128},
+    ),
 ]
 Limit = Annotated[
     str | None,

@@ -114,6 +114,11 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
 def problem_specs(descriptions: dict[int, str]) -> dict[int, ResponseSpec]:
     """OpenAPI entries for a route's error answers (status -> when); replaces Litestar's own
     400 entry, whose body shape is not what this API sends."""
+    every = {
+        400: "A path segment holds an encoded slash (%2F)",
+        401: "API keys are configured and the request carries no valid one",
+        **descriptions,
+    }
     return {
         status: ResponseSpec(
             data_container=Problem,
@@ -121,5 +126,5 @@ def problem_specs(descriptions: dict[int, str]) -> dict[int, ResponseSpec]:
             media_type=PROBLEM_MEDIA_TYPE,
             generate_examples=False,
         )
-        for status, description in descriptions.items()
+        for status, description in every.items()
     }
