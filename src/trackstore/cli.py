@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import sys
 from collections.abc import Coroutine, Sequence
@@ -21,7 +20,7 @@ from trackstore.errors import Error
 from trackstore.logs import configure_logging
 from trackstore.provision import provision
 from trackstore.seed import seed
-from trackstore.serving import listen, serve_http, stop_on_signals
+from trackstore.serving import listen, serve_http, settle_garbage_collector, stop_on_signals
 from trackstore.telemetry import configure_tracing
 from trackstore.web import create_app
 
@@ -144,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def _run(args: argparse.Namespace, container: Container, settings: Settings) -> int:
     stop = asyncio.Event()
     stop_on_signals(stop)
-    _settle_garbage_collector()
+    settle_garbage_collector()
     command: Coroutine[Any, Any, None]
     if args.command == "demo":
         # The demo is the no-AWS tour: memory adapters whatever TRACKSTORE_BACKEND says.
@@ -190,15 +189,6 @@ async def _run(args: argparse.Namespace, container: Container, settings: Setting
         return EXIT_OK
     await command
     return EXIT_OK
-
-
-def _settle_garbage_collector() -> None:
-    """The modules and clients loaded at start live as long as the process: move them out of
-    the collector's sight, and let the young generation grow before it is scanned. Profiles of
-    the ingest path showed a quarter of its time in full collections over those objects."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 20, 20)
 
 
 def _with_backend(settings: Settings, backend: Backend) -> Settings:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import socket
 from collections.abc import Generator
@@ -19,6 +20,15 @@ class _QuietServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+
+def settle_garbage_collector() -> None:
+    """The modules and clients loaded at start live as long as the process: move them out of
+    the collector's sight, and let the young generation grow before it is scanned. Profiles of
+    the ingest path showed a quarter of its time in full collections over those objects."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:
