@@ -114,6 +114,10 @@ class TracedClient:
                     )
                     span.set_attribute("aws.error_code", code)
                     raise
+                except Exception as exc:  # unreachable, timed out: no AWS answer at all
+                    self._note(span, operation, {}, "error")
+                    span.set_attribute("aws.error_code", type(exc).__name__)
+                    raise
                 self._note(span, operation, response, "ok")
                 if operation == "BatchWriteItem":
                     unprocessed = sum(len(v) for v in response.get("UnprocessedItems", {}).values())

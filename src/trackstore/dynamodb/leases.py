@@ -115,9 +115,33 @@ class DynamoLeaseStore:
             ),
             f"update lease in {self._table}",
         )
-        if updated is None:
+        expected = msgspec.structs.replace(lease, counter=lease.counter + 1, **changes)
+        if updated is None and not await self._is(expected):
             return None
-        return msgspec.structs.replace(lease, counter=lease.counter + 1, **changes)
+        return expected
+
+    async def _is(self, expected: Lease) -> bool:
+        """Whether the table holds exactly `expected`. When an answer is lost after DynamoDB
+        applied the write, botocore's retry fails the condition against that very write: the
+        lease is ours all the same, and dropping it would strand the shard."""
+        try:
+            response = await self._client.get_item(
+                TableName=self._table,
+                Key={"leaseKey": {"S": expected.shard_id}},
+                ConsistentRead=True,
+            )
+        except Exception as exc:
+            raise translate(exc, f"read lease in {self._table}") from exc
+        item = response.get("Item")
+        if item is None:
+            return False
+        current = _lease(item)
+        return (current.owner, current.counter, current.checkpoint, current.checkpoint_sub) == (
+            expected.owner,
+            expected.counter,
+            expected.checkpoint,
+            expected.checkpoint_sub,
+        )
 
 
 def _lease(item: dict[str, Any]) -> Lease:

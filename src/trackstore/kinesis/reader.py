@@ -157,6 +157,11 @@ class ShardReader:
                 if error.code is not UNAVAILABLE:
                     raise error from exc
                 # Throttling is normal when readers share a shard: back off, same iterator.
+                if attempt in (0, 10) or attempt % 100 == 0:  # seen, without flooding the log
+                    log.warning(
+                        "GetRecords failed, retrying",
+                        extra={"shard": self.shard_id, "attempt": attempt + 1, "error": str(exc)},
+                    )
             attempt += 1
             await asyncio.sleep(self._backoff.delay(attempt))
 

@@ -160,6 +160,20 @@ class KinesisStreamSource:
     async def _take_leases(self) -> None:
         leases = await self._store.list()
         self._taker.observe(leases)
+        # Ours in the table but not held here (a write whose answer was lost): taken back,
+        # conditionally, rather than left to expire with nobody reading the shard.
+        stray = [
+            lease
+            for lease in leases
+            if lease.owner == self.worker_id
+            and lease.shard_id not in self.held
+            and not lease.finished
+        ]
+        for lease in stray:
+            taken = await self._store.take(lease, self.worker_id)
+            if taken is not None:
+                self.held[taken.shard_id] = taken
+                self._start_reader(taken)
         self._orphaned = sum(
             1 for lease in leases if not lease.finished and self._taker.expired(lease)
         )
