@@ -432,7 +432,7 @@ class _OpenLoop:
 
 
 def open_loop_worker(spec: dict[str, Any]) -> None:
-    """Runs in a separate process pinned to the client core; prints its result as JSON."""
+    """Runs in a separate process pinned to the client core; writes its result as JSON."""
     with contextlib.suppress(ImportError):
         import uvloop
 
@@ -443,7 +443,7 @@ def open_loop_worker(spec: dict[str, Any]) -> None:
     ]
     client = _OpenLoop(requests)
     result = asyncio.run(client.run(spec["port"], spec["rate"], spec["seconds"], spec["warmup"]))
-    print(json.dumps(result))
+    Path(spec["out"]).write_text(json.dumps(result))
 
 
 @dataclass
@@ -467,7 +467,9 @@ class Latency:
 def run_open_loop(
     server: Server, template: str, keys: int, rate: float, seconds: float, warmup: float
 ) -> Latency:
+    out = Path(tempfile.mkstemp(prefix="open-loop-", suffix=".json")[1])
     spec = {
+        "out": str(out),
         "port": server.port,
         "paths": paths_for(template, keys),
         "rate": rate,
@@ -479,8 +481,11 @@ def run_open_loop(
         *("--open-loop-worker", json.dumps(spec)),
     ]
     with CpuWatch(server.pid) as cpu:
-        out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-    result = json.loads(out.strip().splitlines()[-1])
+        worker = subprocess.run(argv, capture_output=True, text=True)
+    if worker.returncode != 0:
+        raise RuntimeError(f"open-loop client failed ({worker.returncode}):\n{worker.stderr}")
+    result = json.loads(out.read_text())
+    out.unlink()
     if result["unanswered"] or result["lost_connection"]:
         raise RuntimeError(f"open-loop run lost requests: {result['unanswered']} unanswered")
     return Latency(
@@ -622,29 +627,43 @@ def _lat_line(run: Latency) -> str:
     )
 
 
+def _disturbance(runs: list[Any]) -> float:
+    return max(max(run.others_share, run.client_others_share) for run in runs)
+
+
 def report(results: list[EndpointResult]) -> float:
-    print("\nSaturation (wrk -t1 -c32, req/s; medians per side; ratio = median of paired ratios)")
-    print(f"{'endpoint':9} {'TrackStore':>11} {'FastAPI':>9} {'ratio':>6}  {'pairs':18} per CPU s")
+    print("\nSaturation (wrk -t1 -c32, req/s; medians per side; ratio = median of paired ratios;")
+    print("per CPU s = requests per CPU second of the server; others = the most that other")
+    print("processes took of either core during that side's runs)")
+    print(
+        f"{'endpoint':9} {'TrackStore':>11} {'FastAPI':>9} {'ratio':>6}  {'pairs':18} "
+        f"{'per CPU s (ratio)':28} others"
+    )
     for r in results:
         ts = statistics.median(x.rps for x in r.ts)
         base = statistics.median(x.rps for x in r.base)
         ts_cpu = statistics.median(x.rps_per_cpu for x in r.ts)
         base_cpu = statistics.median(x.rps_per_cpu for x in r.base)
         pairs = " ".join(f"{x:.2f}" for x in r.ratios)
+        cpu = f"{ts_cpu:,.0f} vs {base_cpu:,.0f} ({ts_cpu / base_cpu:.2f}x)"
         print(
-            f"{r.name:9} {ts:11,.0f} {base:9,.0f} {r.ratio:6.2f}  {pairs:18} "
-            f"{ts_cpu:,.0f} vs {base_cpu:,.0f} ({ts_cpu / base_cpu:.2f}x)"
+            f"{r.name:9} {ts:11,.0f} {base:9,.0f} {r.ratio:6.2f}  {pairs:18} {cpu:28} "
+            f"{_disturbance(r.ts):.0%}/{_disturbance(r.base):.0%}"
         )
     geomean = math.exp(statistics.fmean(math.log(r.ratio) for r in results))
     print(f"geometric mean of the ratios: {geomean:.2f}")
     print("\nLatency, open loop at half of each side's own saturation (ms, runs pooled)")
-    print(f"{'endpoint':9} {'side':10} {'rate':>7} {'p50':>7} {'p99':>7} {'p99.9':>7} {'n':>7}")
+    print(
+        f"{'endpoint':9} {'side':10} {'rate':>7} {'p50':>7} {'p99':>7} {'p99.9':>7} {'n':>7} "
+        "others"
+    )
     for r in results:
         for side, runs in (("TrackStore", r.ts_latency), ("FastAPI", r.base_latency)):
             values = pooled(runs)
             print(
                 f"{r.name:9} {side:10} {runs[0].rate:7,.0f} {_percentile(values, 50):7.2f} "
-                f"{_percentile(values, 99):7.2f} {_percentile(values, 99.9):7.2f} {len(values):7}"
+                f"{_percentile(values, 99):7.2f} {_percentile(values, 99.9):7.2f} {len(values):7} "
+                f"{_disturbance(runs):.0%}"
             )
     print("\nTargets: >= 2x per endpoint, geometric mean >= 2.5, TrackStore p99 < 5 ms")
     for r in results:
