@@ -12,9 +12,11 @@ per-side medians, the median of the paired ratios and the geometric mean of the 
 Each run also reports the server's share of core 1 and how much of core 1 something else took:
 on a shared machine a disturbed run shows up there.
 
-Run from the repository root, with the benchmark venv (see benchmarks/requirements.txt) and wrk:
+Run from the repository root, with the benchmark venv (see benchmarks/requirements.txt), wrk
+(apt) and node/npm for dynalite (tests/emulators):
     .venv-bench/bin/python benchmarks/api.py
-Not run in CI.
+`--variant` runs TrackStore with a change applied from outside (uvloop, no tracing plugin) to
+size it; `--no-dynalite`, `--endpoints`, `--pairs` shorten a run. Not run in CI.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import urllib.request
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -79,9 +82,11 @@ end
 """
 
 
-# `--variant`: TrackStore as shipped, or with a fix applied from outside (no change to src/), to
-# show what each one is worth. The shim wraps `trackstore.cli.main`.
-VARIANTS = ("shipped", "nodelay", "nodelay-uvloop")
+# `--variant`: TrackStore as shipped, or with a change applied from outside (no edit of src/), to
+# size what each is worth: TCP_NODELAY on served connections (in src/ since d71089b), then uvloop
+# as the event loop (`serve` runs under asyncio.run(), so uvicorn's loop="auto" never applies),
+# then no OpenTelemetry plugin. The shim wraps `trackstore.cli.main`.
+VARIANTS = ("shipped", "nodelay", "nodelay-uvloop", "nodelay-uvloop-notrace")
 SHIM = """
 import socket, sys
 import trackstore.cli as cli
@@ -93,9 +98,13 @@ def listen(host, port):
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
 cli.listen = listen
-if variant == "nodelay-uvloop":
+if "uvloop" in variant:
     import uvloop
     uvloop.install()
+if "notrace" in variant:
+    from litestar.plugins import InitPlugin
+    import trackstore.web.app as web_app
+    web_app.tracing_plugin = InitPlugin  # a plugin that changes nothing
 sys.exit(cli.main(sys.argv[1:]))
 """
 
@@ -175,7 +184,10 @@ def wait_for_quiet(limit_s: float, threshold: float = 0.15) -> None:
     while True:
         before = [core_busy_jiffies(c) for c in (CLIENT_CORE, SERVER_CORE)]
         time.sleep(1)
-        busy = [(core_busy_jiffies(c) - b) / hz for c, b in zip((CLIENT_CORE, SERVER_CORE), before)]
+        busy = [
+            (core_busy_jiffies(c) - b) / hz
+            for c, b in zip((CLIENT_CORE, SERVER_CORE), before, strict=True)
+        ]
         if max(busy) < threshold:
             return
         if time.monotonic() > deadline:
@@ -243,12 +255,16 @@ def start_server(
     deadline = started + 120
     while time.perf_counter() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{name} exited with {process.returncode}: {log.read_text()[-2000:]}")
-        with contextlib.suppress(OSError, urllib.error.URLError):
-            with urllib.request.urlopen(server.url(ready_path), timeout=2) as response:
-                if response.status == 200:
-                    print(f"  {name} ready on :{port} in {time.perf_counter() - started:.1f} s")
-                    return server
+            raise RuntimeError(
+                f"{name} exited with {process.returncode}: {log.read_text()[-2000:]}"
+            )
+        with (
+            contextlib.suppress(OSError, urllib.error.URLError),
+            urllib.request.urlopen(server.url(ready_path), timeout=2) as response,
+        ):
+            if response.status == 200:
+                print(f"  {name} ready on :{port} in {time.perf_counter() - started:.1f} s")
+                return server
         time.sleep(0.1)
     stop_server(server)
     raise RuntimeError(f"{name} not ready after 120 s")
@@ -416,7 +432,9 @@ class _OpenLoop:
             if connection.transport is not None:
                 connection.transport.close()
         cutoff = start + warmup
-        kept = sorted(lat for s, lat in zip(self.scheduled, self.latencies) if s >= cutoff)
+        kept = sorted(
+            lat for s, lat in zip(self.scheduled, self.latencies, strict=True) if s >= cutoff
+        )
         lag = sorted(self.send_lag)
         return {
             "latencies_ms": [round(v * 1000, 4) for v in kept],
@@ -587,7 +605,7 @@ def compare(
         for pair, side in abba(args.pairs):
             server = ts if side == "A" else base
             run = measured(
-                lambda: run_wrk(server, template, SEED_DEVICES, args.duration, script), args
+                partial(run_wrk, server, template, SEED_DEVICES, args.duration, script), args
             )
             (result.ts if side == "A" else result.base).append(run)
             pair_rps.setdefault(pair, {})[side] = run.rps
@@ -598,8 +616,8 @@ def compare(
         for _, side in abba(args.latency_pairs):
             server, rate = (ts, ts_rate) if side == "A" else (base, base_rate)
             latency = measured(
-                lambda: run_open_loop(
-                    server, template, SEED_DEVICES, rate, args.latency_duration, 1.0
+                partial(
+                    run_open_loop, server, template, SEED_DEVICES, rate, args.latency_duration, 1.0
                 ),
                 args,
             )
@@ -654,8 +672,7 @@ def report(results: list[EndpointResult]) -> float:
     print(f"geometric mean of the ratios: {geomean:.2f}")
     print("\nLatency, open loop at half of each side's own saturation (ms, runs pooled)")
     print(
-        f"{'endpoint':9} {'side':10} {'rate':>7} {'p50':>7} {'p99':>7} {'p99.9':>7} {'n':>7} "
-        "others"
+        f"{'endpoint':9} {'side':10} {'rate':>7} {'p50':>7} {'p99':>7} {'p99.9':>7} {'n':>7} others"
     )
     for r in results:
         for side, runs in (("TrackStore", r.ts_latency), ("FastAPI", r.base_latency)):
@@ -687,8 +704,11 @@ def dynalite_section(args: argparse.Namespace, script: Path, logdir: Path) -> No
     with dynalite() as dynamo_url:
         node = _child_pid("dynalite")
         if node is not None:  # dynalite shares the client core, away from the server's
-            subprocess.run(["taskset", "-a", "-p", "-c", CLIENT_CORE, str(node)], check=True,
-                           capture_output=True)
+            subprocess.run(
+                ["taskset", "-a", "-p", "-c", CLIENT_CORE, str(node)],
+                check=True,
+                capture_output=True,
+            )
         env = {
             **DUMMY_CREDENTIALS,
             "AWS_ENDPOINT_URL_DYNAMODB": dynamo_url,
@@ -723,7 +743,7 @@ def dynalite_section(args: argparse.Namespace, script: Path, logdir: Path) -> No
                 run_wrk(ts, template, DYNALITE_DEVICES, 2, script)
                 runs = [
                     measured(
-                        lambda: run_wrk(ts, template, DYNALITE_DEVICES, args.duration, script),
+                        partial(run_wrk, ts, template, DYNALITE_DEVICES, args.duration, script),
                         args,
                         client_core_shared=True,
                     )
@@ -733,8 +753,14 @@ def dynalite_section(args: argparse.Namespace, script: Path, logdir: Path) -> No
                     print(f"  {name:8} {ts.name:10} {_sat_line(run)}", flush=True)
                 rate = statistics.median(r.rps for r in runs) / 2
                 latency = measured(
-                    lambda: run_open_loop(
-                        ts, template, DYNALITE_DEVICES, rate, args.latency_duration, 1.0
+                    partial(
+                        run_open_loop,
+                        ts,
+                        template,
+                        DYNALITE_DEVICES,
+                        rate,
+                        args.latency_duration,
+                        1.0,
                     ),
                     args,
                     client_core_shared=True,
@@ -763,9 +789,10 @@ def _child_pid(marker: str) -> int | None:
             continue
         with contextlib.suppress(OSError):
             stat = (entry / "stat").read_text()
-            if int(stat.rsplit(")", 1)[1].split()[1]) == me and marker in (
-                entry / "cmdline"
-            ).read_text():
+            if (
+                int(stat.rsplit(")", 1)[1].split()[1]) == me
+                and marker in (entry / "cmdline").read_text()
+            ):
                 return int(entry.name)
     return None
 
@@ -790,8 +817,8 @@ def main() -> None:
         "--variant",
         choices=VARIANTS,
         default="shipped",
-        help="TrackStore as shipped (default), or with TCP_NODELAY (and uvloop) applied from "
-        "outside, to size those fixes",
+        help="TrackStore as shipped (default), or with TCP_NODELAY, uvloop, no tracing plugin "
+        "applied from outside, to size those changes",
     )
     parser.add_argument(
         "--max-wait", type=float, default=60, help="seconds to wait for idle cores before a run"
@@ -842,11 +869,15 @@ def main() -> None:
             print("  same JSON on both sides (timestamps and tokens aside); bytes per answer:")
             for name, (a, b) in sizes.items():
                 print(f"    {name:8} TrackStore {a:6}  FastAPI {b:6}")
-            print(f"  RSS after seeding: TrackStore {rss_mb(ts.pid):.0f} MB, "
-                  f"FastAPI {rss_mb(base.pid):.0f} MB")
+            print(
+                f"  RSS after seeding: TrackStore {rss_mb(ts.pid):.0f} MB, "
+                f"FastAPI {rss_mb(base.pid):.0f} MB"
+            )
             results = compare(ts, base, args, script)
-            print(f"  RSS after the runs: TrackStore {rss_mb(ts.pid):.0f} MB, "
-                  f"FastAPI {rss_mb(base.pid):.0f} MB")
+            print(
+                f"  RSS after the runs: TrackStore {rss_mb(ts.pid):.0f} MB, "
+                f"FastAPI {rss_mb(base.pid):.0f} MB"
+            )
         finally:
             stop_server(base)
     finally:

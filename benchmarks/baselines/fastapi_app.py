@@ -164,9 +164,7 @@ class _Recorder:
     async def put_many(self, arrivals: Sequence[Any]) -> None:
         by_device: dict[str, list[Location]] = {}
         for arrival in arrivals:
-            by_device.setdefault(arrival.location.device_id, []).append(
-                _location(arrival.location)
-            )
+            by_device.setdefault(arrival.location.device_id, []).append(_location(arrival.location))
         for device_id, locations in by_device.items():
             self.store.add_track(device_id, locations)
 
@@ -189,9 +187,7 @@ _OPTIONAL = ("speed", "heading", "altitude", "accuracy", "battery", "attributes"
 def _location(location: Any) -> Location:
     # Only the fields the record had are set, so `response_model_exclude_unset` leaves the others
     # out of the JSON (as TrackStore does) while explicit nulls elsewhere stay.
-    present = {
-        name: value for name in _OPTIONAL if (value := getattr(location, name)) is not None
-    }
+    present = {name: value for name in _OPTIONAL if (value := getattr(location, name)) is not None}
     return Location(
         device_id=location.device_id,
         timestamp=_ms_to_datetime(location.timestamp),
