@@ -31,8 +31,7 @@ class ConsumerHealth:
         self._orphan_grace_s = orphan_grace_s
         self._clock = clock
         self.source_state = source_state
-        self._started = clock()
-        self._last_progress = self._started
+        self._last_progress = clock()
         self._behind_ms: dict[str, int] = {}
         self._failing_since: float | None = None
         self._orphaned_since: float | None = None

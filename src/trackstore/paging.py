@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
 from trackstore.errors import INVALID, Error
 
 MAX_TOKEN_LENGTH = 2048
+_T = TypeVar("_T")
 
 
 class _Token(msgspec.Struct, frozen=True):
@@ -30,6 +31,15 @@ _decoder = msgspec.json.Decoder(_Token)
 def encode_token(scope: str, key: dict[str, Any]) -> str:
     raw = _encoder.encode(_Token(s=scope, k=key))
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def key_field(key: dict[str, Any], name: str, kind: type[_T]) -> _T:
+    """A field of a decoded token's key, of the expected type; Error(INVALID) otherwise, so a
+    hand-made token never reaches a store as a malformed key."""
+    value = key.get(name)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise Error(INVALID, "next_token is not valid")
+    return value
 
 
 def decode_token(token: str, scope: str) -> dict[str, Any]:

@@ -16,8 +16,8 @@ from trackstore.backoff import Backoff
 from trackstore.domain import Device, DeviceActivity, DeviceMark, Page
 from trackstore.dynamodb.client import TableProbe, conditional, translate
 from trackstore.dynamodb.items import device_from_item, location_attributes, to_value
-from trackstore.errors import CONFLICT, INVALID, UNAVAILABLE, Error
-from trackstore.paging import decode_token, encode_token
+from trackstore.errors import CONFLICT, UNAVAILABLE, Error
+from trackstore.paging import decode_token, encode_token, key_field
 
 MAX_BATCH_GET = 100  # DynamoDB's limit per BatchGetItem
 APPLIED_THROUGH = "appliedThrough"
@@ -136,9 +136,7 @@ class DynamoDeviceRepository:
         scope = f"dynamodb:{self._table}:devices"
         request: dict[str, Any] = {"TableName": self._table, "Limit": limit}
         if token is not None:
-            after = decode_token(token, scope).get("d")
-            if not isinstance(after, str):
-                raise Error(INVALID, "next_token is not valid")
+            after = key_field(decode_token(token, scope), "d", str)
             request["ExclusiveStartKey"] = {"deviceId": {"S": after}}
         try:
             response = await self._client.scan(**request)

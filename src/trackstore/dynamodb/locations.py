@@ -11,8 +11,7 @@ from trackstore.dynamodb.batch import BatchWriter
 from trackstore.dynamodb.client import TableProbe, conditional, translate
 from trackstore.dynamodb.items import Item, location_from_item, location_item
 from trackstore.dynamodb.window import FleetWindow
-from trackstore.errors import INVALID, Error
-from trackstore.paging import decode_token, encode_token
+from trackstore.paging import decode_token, encode_token, key_field
 from trackstore.timefmt import DAY_MS
 
 POSITION_ATTRIBUTE = "streamPosition"  # the stream record a location came from
@@ -84,9 +83,7 @@ class DynamoLocationRepository:
             "Limit": query.limit,
         }
         if query.token is not None:
-            after = decode_token(query.token, scope).get("t")
-            if not isinstance(after, int) or isinstance(after, bool):
-                raise Error(INVALID, "next_token is not valid")
+            after = key_field(decode_token(query.token, scope), "t", int)
             request["ExclusiveStartKey"] = {
                 "deviceId": {"S": query.device_id},
                 "timestamp": {"N": str(after)},

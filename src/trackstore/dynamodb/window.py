@@ -18,7 +18,7 @@ from trackstore.dynamodb.client import translate
 from trackstore.dynamodb.items import location_from_item
 from trackstore.dynamodb.tables import DATE_INDEX
 from trackstore.errors import INVALID, Error
-from trackstore.paging import decode_token, encode_token
+from trackstore.paging import decode_token, encode_token, key_field
 from trackstore.timefmt import utc_date
 
 Cursor = tuple[int, str]  # (timestamp, deviceId) of the last location handed out
@@ -92,14 +92,8 @@ class FleetWindow:
 
     def _decode(self, token: str) -> tuple[str, Cursor]:
         key = decode_token(token, self._scope)
-        day, timestamp, device_id = key.get("day"), key.get("t"), key.get("d")
-        if (
-            not isinstance(day, str)
-            or not isinstance(timestamp, int)
-            or isinstance(timestamp, bool)
-            or not isinstance(device_id, str)
-        ):
-            raise Error(INVALID, "next_token is not valid")
+        day = key_field(key, "day", str)
+        timestamp, device_id = key_field(key, "t", int), key_field(key, "d", str)
         try:
             datetime.strptime(day, "%Y-%m-%d")
         except ValueError:

@@ -22,8 +22,8 @@ from trackstore.domain import (
     Page,
     WindowQuery,
 )
-from trackstore.errors import CONFLICT, INVALID, UNAVAILABLE, Error
-from trackstore.paging import decode_token, encode_token
+from trackstore.errors import CONFLICT, UNAVAILABLE, Error
+from trackstore.paging import decode_token, encode_token, key_field
 
 
 class _Track:
@@ -99,7 +99,7 @@ class MemoryLocationRepository:
         lo = bisect.bisect_left(times, low)
         hi = bisect.bisect_right(times, high)
         if query.token is not None:
-            after = _int_key(decode_token(query.token, scope), "t")
+            after = key_field(decode_token(query.token, scope), "t", int)
             if query.order is Order.ASC:
                 lo = max(lo, bisect.bisect_right(times, after))
             else:
@@ -117,7 +117,7 @@ class MemoryLocationRepository:
         after: tuple[int, str] | None = None
         if query.token is not None:
             key = decode_token(query.token, "memory:window")
-            after = (_int_key(key, "t"), str(key.get("d", "")))
+            after = (key_field(key, "t", int), key_field(key, "d", str))
         found: list[Location] = []
         for track in self._store.tracks.values():
             lo = bisect.bisect_left(track.times, query.start)
@@ -188,9 +188,7 @@ class MemoryDeviceRepository:
         ids = sorted(self._store.devices)
         start = 0
         if token is not None:
-            after = decode_token(token, scope).get("after")
-            if not isinstance(after, str):
-                raise Error(INVALID, "next_token is not valid")
+            after = key_field(decode_token(token, scope), "after", str)
             start = bisect.bisect_right(ids, after)
         chosen = ids[start : start + limit]
         more = start + limit < len(ids)
@@ -212,10 +210,3 @@ class MemoryDeviceRepository:
 
     async def ping(self) -> None:
         self._store.check()
-
-
-def _int_key(key: dict[str, object], name: str) -> int:
-    value = key.get(name)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise Error(INVALID, "next_token is not valid")
-    return value

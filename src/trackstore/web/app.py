@@ -15,7 +15,6 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme, Tag
 from litestar.types import (
-    HTTPResponseStartEvent,
     LifeSpanReceive,
     LifeSpanScope,
     LifeSpanSend,
@@ -33,7 +32,7 @@ from trackstore.service import TrackService
 from trackstore.web.auth import ApiKeyMiddleware
 from trackstore.web.devices import get_device, list_devices, register_device
 from trackstore.web.locations import fleet_window, latest_location, location_history
-from trackstore.web.problems import EXCEPTION_HANDLERS, PROBLEM_MEDIA_TYPE, problem_body
+from trackstore.web.problems import EXCEPTION_HANDLERS, send_problem
 from trackstore.web.system import OPENAPI_PATH, health, index, liveness, metrics_text
 from trackstore.web.tracing import name_span_after_route, tracing_plugin
 
@@ -81,7 +80,12 @@ class _MeteredLitestar(Litestar):
         if isinstance(raw_path, bytes) and b"%2f" in raw_path.lower():
             # The server decodes %2F before routing, which would let "a/b" pose as two path
             # segments; no path segment of this API (a device id least of all) holds a slash.
-            await _send_problem(http_send, 400, "a path segment must not contain '/' (%2F)", scope)
+            await send_problem(
+                http_send,
+                400,
+                "a path segment must not contain '/' (%2F)",
+                str(scope.get("path", "")),
+            )
             self._record(scope, 400, 0.0)
             return
         started = time.perf_counter()
@@ -106,20 +110,6 @@ class _MeteredLitestar(Litestar):
             method = "OTHER"  # arbitrary method names must not create series
         self._http_requests.labels(route=route, method=method, status=str(status)).inc()
         self._http_seconds.labels(route=route, method=method).observe(seconds)
-
-
-async def _send_problem(send: Send, status: int, detail: str, scope: Mapping[str, Any]) -> None:
-    body = problem_body(status, detail, str(scope.get("path", "")))
-    start: HTTPResponseStartEvent = {
-        "type": "http.response.start",
-        "status": status,
-        "headers": [
-            (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
-            (b"content-length", str(len(body)).encode()),
-        ],
-    }
-    await send(start)
-    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def _security(settings: Settings) -> dict[str, Any]:

@@ -13,9 +13,9 @@ from collections.abc import Collection
 
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
-from litestar.types import ASGIApp, HTTPResponseStartEvent, Receive, Scope, Send
+from litestar.types import ASGIApp, Receive, Scope, Send
 
-from trackstore.web.problems import problem_body
+from trackstore.web.problems import send_problem
 
 OPEN_PATHS = frozenset({"/", "/health", "/health/live"})
 
@@ -33,18 +33,13 @@ class ApiKeyMiddleware(ASGIMiddleware):
         if scope["type"] != ScopeType.HTTP or scope["path"] in self._open or self._allowed(scope):
             await next_app(scope, receive, send)
             return
-        body = problem_body(401, "a valid API key is required", scope["path"])
-        start: HTTPResponseStartEvent = {
-            "type": "http.response.start",
-            "status": 401,
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"www-authenticate", b'Bearer realm="trackstore"'),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-        await send(start)
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        await send_problem(
+            send,
+            401,
+            "a valid API key is required",
+            scope["path"],
+            headers=((b"www-authenticate", b'Bearer realm="trackstore"'),),
+        )
 
     def _allowed(self, scope: Scope) -> bool:
         presented = None

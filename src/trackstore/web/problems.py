@@ -15,7 +15,7 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.types import ExceptionHandlersMap
+from litestar.types import ExceptionHandlersMap, HTTPResponseStartEvent, Send
 
 from trackstore.errors import CONFLICT, INVALID, NOT_FOUND, UNAVAILABLE, Code, Error
 from trackstore.web.wire import Problem
@@ -45,12 +45,28 @@ def retry_after_header(seconds: float | None) -> str:
     return str(max(1, math.ceil(seconds)))
 
 
-def problem_body(status: int, detail: str, instance: str) -> bytes:
-    """A problem document as bytes, for answers given before Litestar's routing (middleware)."""
-    problem = Problem(
-        title=HTTPStatus(status).phrase, status=status, detail=detail, instance=instance
-    )
-    return msgspec.json.encode(problem)
+async def send_problem(
+    send: Send,
+    status: int,
+    detail: str,
+    path: str,
+    headers: tuple[tuple[bytes, bytes], ...] = (),
+) -> None:
+    """A problem answer sent straight over ASGI, for answers given before Litestar's routing
+    and handlers (middleware, the application entry point)."""
+    problem = Problem(title=HTTPStatus(status).phrase, status=status, detail=detail, instance=path)
+    body = msgspec.json.encode(problem)
+    start: HTTPResponseStartEvent = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+            (b"content-length", str(len(body)).encode()),
+            *headers,
+        ],
+    }
+    await send(start)
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def problem_response(
