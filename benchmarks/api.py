@@ -15,8 +15,8 @@ on a shared machine a disturbed run shows up there.
 Run from the repository root, with the benchmark venv (see benchmarks/requirements.txt), wrk
 (apt) and node/npm for dynalite (tests/emulators):
     .venv-bench/bin/python benchmarks/api.py
-`--variant` runs TrackStore with a change applied from outside (uvloop, no tracing plugin) to
-size it; `--no-dynalite`, `--endpoints`, `--pairs` shorten a run. Not run in CI.
+`--traced` runs TrackStore with tracing on (spans to an OTLP/HTTP sink this script answers) to
+size what tracing costs; `--no-dynalite`, `--endpoints`, `--pairs` shorten a run. Not run in CI.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import http.server
 import json
 import logging
 import math
@@ -37,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -82,37 +84,27 @@ end
 """
 
 
-# `--variant`: TrackStore as shipped, or with a change applied from outside (no edit of src/), to
-# size what each is worth: TCP_NODELAY on served connections (in src/ since d71089b), then uvloop
-# as the event loop (`serve` runs under asyncio.run(), so uvicorn's loop="auto" never applies),
-# then no OpenTelemetry plugin. The shim wraps `trackstore.cli.main`.
-VARIANTS = ("shipped", "nodelay", "nodelay-uvloop", "nodelay-uvloop-notrace")
-SHIM = """
-import socket, sys
-import trackstore.cli as cli
-variant = sys.argv.pop(1)
-_listen = cli.listen
-def listen(host, port):
-    sock = _listen(host, port)
-    # Accepted sockets inherit it: asyncio only sets TCP_NODELAY when proto == IPPROTO_TCP.
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
-cli.listen = listen
-if "uvloop" in variant:
-    import uvloop
-    uvloop.install()
-if "notrace" in variant:
-    from litestar.plugins import InitPlugin
-    import trackstore.web.app as web_app
-    web_app.tracing_plugin = InitPlugin  # a plugin that changes nothing
-sys.exit(cli.main(sys.argv[1:]))
-"""
+def trackstore_argv(*args: str) -> list[str]:
+    return [str(BIN / "trackstore"), *args]
 
 
-def trackstore_argv(variant: str, *args: str) -> list[str]:
-    if variant == "shipped":
-        return [str(BIN / "trackstore"), *args]
-    return [sys.executable, "-c", SHIM, variant, *args]
+def otlp_sink_env() -> dict[str, str]:
+    """OTEL_* variables pointing at an OTLP/HTTP receiver in this process that accepts and drops
+    every export, so `--traced` measures making and sending spans, not a collector."""
+
+    class Sink(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}"}
 
 
 def paths_for(template: str, keys: int) -> list[str]:
@@ -731,7 +723,7 @@ def dynalite_section(args: argparse.Namespace, script: Path, logdir: Path) -> No
         port = free_port()
         ts = start_server(
             "trackstore-dynalite",
-            trackstore_argv(args.variant, "serve", "--port", str(port)),
+            trackstore_argv("serve", "--port", str(port)),
             env,
             port,
             "/locations/bus-0000/latest",
@@ -814,11 +806,7 @@ def main() -> None:
     )
     parser.add_argument("--no-dynalite", action="store_true")
     parser.add_argument(
-        "--variant",
-        choices=VARIANTS,
-        default="shipped",
-        help="TrackStore as shipped (default), or with TCP_NODELAY, uvloop, no tracing plugin "
-        "applied from outside, to size those changes",
+        "--traced", action="store_true", help="TrackStore with tracing on, spans to a local sink"
     )
     parser.add_argument(
         "--max-wait", type=float, default=60, help="seconds to wait for idle cores before a run"
@@ -837,16 +825,16 @@ def main() -> None:
     logdir = Path(tempfile.mkdtemp(prefix="api-bench-"))
     script = logdir / "rotate.lua"
     script.write_text(WRK_SCRIPT)
-    print(f"logs in {logdir}; TrackStore variant: {args.variant}")
+    tracing = otlp_sink_env() if args.traced else {}
+    print(f"logs in {logdir}; TrackStore tracing {'on' if args.traced else 'off (as shipped)'}")
     ts_port, base_port = free_port(), free_port()
     ts = start_server(
         "trackstore",
         trackstore_argv(
-            args.variant,
             *("serve", "--port", str(ts_port)),
             *("--seed-devices", str(SEED_DEVICES), "--seed-points", str(SEED_POINTS)),
         ),
-        {"TRACKSTORE_BACKEND": "memory", "LOG_LEVEL": "WARNING"},
+        {"TRACKSTORE_BACKEND": "memory", "LOG_LEVEL": "WARNING", **tracing},
         ts_port,
         "/locations/bus-0000/latest",
         logdir,

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -126,7 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("serve", "consume", "demo"):
             provider = configure_tracing(f"trackstore-{args.command}")
         try:
-            return asyncio.run(_run(args, container, settings))
+            with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
+                return runner.run(_run(args, container, settings))
         finally:
             if provider is not None:
                 provider.shutdown()  # flushes the spans still buffered
@@ -138,6 +139,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(error), EXIT_FAILED)
     except KeyboardInterrupt:
         return 130
+
+
+def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where it is installed (the image has it): sockets, timers and callbacks cost less
+    than on asyncio's own loop (docs/benchmarks.md)."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 async def _run(args: argparse.Namespace, container: Container, settings: Settings) -> int:

@@ -33,6 +33,7 @@ from trackstore.records import (
     Rejection,
     _Reject,
 )
+from trackstore.timefmt import format_ms, parse_iso
 
 DECODER = RecordDecoder(TTL_MS)
 ARRIVAL_MS = NOW_MS + 1234
@@ -504,3 +505,18 @@ def test_any_text_as_a_token_is_a_key_or_an_invalid_error(token: str) -> None:
         assert isinstance(key, dict)  # a well-formed token of this scope, by chance
         return
     assert code is INVALID
+
+
+# -- times on the wire ----------------------------------------------------------------------------
+
+
+@PROPERTY
+@given(st.integers(min_value=0, max_value=253_402_300_799_999))  # through 9999-12-31
+@example(0)
+@example(1_800_000_000_000)
+@example(951_782_400_000)  # 2000-02-29, a leap day
+def test_formatted_times_are_iso_8601_and_parse_back(ms: int) -> None:
+    text = format_ms(ms)
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+    assert text == moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    assert parse_iso(text) == ms

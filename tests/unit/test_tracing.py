@@ -121,6 +121,12 @@ def test_provider_has_xray_ids_and_the_service_name_from_otel_variables(
     assert provider.resource.attributes["service.version"]
 
 
+def test_without_an_exporter_no_provider_is_installed() -> None:
+    # Spans that go nowhere would only cost time: the API's no-op tracer stays in place.
+    assert configure_tracing("trackstore-serve", environ={}) is None
+    assert configure_tracing("trackstore-serve", environ={"OTEL_SERVICE_NAME": "x"}) is None
+
+
 def test_otel_traces_exporter_none_turns_tracing_off() -> None:
     assert configure_tracing("trackstore-serve", environ={"OTEL_TRACES_EXPORTER": "none"}) is None
     assert configure_tracing("trackstore-serve", environ={"OTEL_TRACES_EXPORTER": " None "}) is None

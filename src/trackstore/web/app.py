@@ -23,6 +23,7 @@ from litestar.types import (
     Scope,
     Send,
 )
+from prometheus_client import Counter, Histogram
 
 import trackstore
 from trackstore.config import Settings
@@ -34,7 +35,7 @@ from trackstore.web.devices import get_device, list_devices, register_device
 from trackstore.web.locations import fleet_window, latest_location, location_history
 from trackstore.web.problems import EXCEPTION_HANDLERS, send_problem
 from trackstore.web.system import OPENAPI_PATH, health, index, liveness, metrics_text
-from trackstore.web.tracing import name_span_after_route, tracing_plugin
+from trackstore.web.tracing import tracing_hook, tracing_plugins
 
 Lifespan = Callable[[Litestar], AbstractAsyncContextManager[Any]] | AbstractAsyncContextManager[Any]
 
@@ -65,6 +66,7 @@ class _MeteredLitestar(Litestar):
         super().__init__(**config)
         self._http_requests = metrics.http_requests
         self._http_seconds = metrics.http_seconds
+        self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     async def __call__(
         self,
@@ -108,8 +110,16 @@ class _MeteredLitestar(Litestar):
         method = scope.get("method", "")
         if method not in _METHODS:
             method = "OTHER"  # arbitrary method names must not create series
-        self._http_requests.labels(route=route, method=method, status=str(status)).inc()
-        self._http_seconds.labels(route=route, method=method).observe(seconds)
+        key = (route, method, status)
+        series = self._series.get(key)
+        if series is None:
+            # prometheus_client's labels() validates and locks on every call: look each up once.
+            series = self._series[key] = (
+                self._http_requests.labels(route=route, method=method, status=str(status)),
+                self._http_seconds.labels(route=route, method=method),
+            )
+        series[0].inc()
+        series[1].observe(seconds)
 
 
 def _security(settings: Settings) -> dict[str, Any]:
@@ -165,9 +175,9 @@ def create_app(container: Container, lifespan: Sequence[Lifespan] | None = None)
             **_security(container.settings()),
         ),
         state=State({"container": container}),
-        plugins=[tracing_plugin()],
+        plugins=tracing_plugins(),
         middleware=_auth(container.settings()),
-        before_request=name_span_after_route,
+        before_request=tracing_hook(),
         lifespan=[lambda _: resources(container), *(lifespan or [])],
         # Logging belongs to the process (JSON lines, see telemetry); Litestar must not
         # reconfigure it. Unexpected errors are logged by the 500 handler.
