@@ -1,5 +1,6 @@
-"""The DynamoDB client encodes request bodies itself (msgspec, no botocore model walk): for every
-kind of request the adapters send, the body must say exactly what botocore's would."""
+"""The DynamoDB client encodes request bodies and decodes answers itself (msgspec, no botocore
+model walk): for every kind of request the adapters send, the body must say exactly what
+botocore's would, and every answer must read as botocore would have parsed it."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from typing import Any
 
 import botocore.session
 import pytest
+from botocore.parsers import create_parser
 from botocore.serialize import create_serializer
 
 from trackstore.domain import Location
-from trackstore.dynamodb.client import JsonBodySerializer
+from trackstore.dynamodb.client import JsonBodySerializer, decode_json_body
 from trackstore.dynamodb.items import location_item, to_value
 
 MODEL = botocore.session.get_session().get_service_model("dynamodb")
@@ -111,3 +113,44 @@ def test_bodies_say_what_botocores_would(operation: str, parameters: dict[str, A
     assert {k: v for k, v in request.items() if k != "body"} == {
         k: v for k, v in theirs.items() if k != "body"
     }
+
+
+ANSWERS: list[tuple[str, int, dict[str, Any]]] = [
+    ("Query", 200, {"Items": [ITEM, ITEM], "Count": 2, "ScannedCount": 2, "LastEvaluatedKey": {}}),
+    ("BatchGetItem", 200, {"Responses": {"Devices": [ITEM]}, "UnprocessedKeys": {}}),
+    ("BatchWriteItem", 200, {"UnprocessedItems": {"Locations": [{"PutRequest": {"Item": ITEM}}]}}),
+    ("UpdateItem", 200, {"Attributes": ITEM}),
+    ("PutItem", 200, {}),
+    ("DescribeTable", 200, {"Table": {"TableName": "Devices", "TableStatus": "ACTIVE"}}),
+    (
+        "PutItem",
+        400,
+        {
+            "__type": "com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException",
+            "message": "The conditional request failed",
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(("operation", "status", "answer"), ANSWERS, ids=[a[0] for a in ANSWERS])
+def test_answers_read_as_botocore_parses_them(
+    operation: str, status: int, answer: dict[str, Any]
+) -> None:
+    shape = MODEL.operation_model(operation).output_shape
+
+    def response() -> dict[str, Any]:
+        return {
+            "status_code": status,
+            "headers": {"x-amzn-RequestId": "R1", "Content-Type": "application/x-amz-json-1.0"},
+            "body": json.dumps(answer).encode(),
+            "context": {"operation_name": operation},
+        }
+
+    theirs = create_parser("json").parse(response(), shape)
+    raw, customized = response(), {}
+    decode_json_body(raw, customized)
+    assert (raw["body"] == b"{}") is (status < 300), "success is decoded here, errors by botocore"
+    ours = create_parser("json").parse(raw, shape)
+    ours.update(customized)  # what the endpoint does with the hook's result
+    assert ours == theirs

@@ -28,6 +28,7 @@ async def dynamodb_client(
         "dynamodb", region_name=region, endpoint_url=endpoint_url, config=config
     ) as client:
         client._serializer = JsonBodySerializer(client._serializer)
+        client.meta.events.register("before-parse.dynamodb.*", decode_json_body)
         yield TracedClient(client, "DynamoDB", metrics)
 
 
@@ -51,7 +52,19 @@ class JsonBodySerializer:
         return request
 
 
+def decode_json_body(
+    response_dict: dict[str, Any], customized_response_dict: dict[str, Any], **_: Any
+) -> None:
+    """A `before-parse` hook: a successful answer's body decoded by msgspec, leaving botocore an
+    empty one to parse (it still adds the ResponseMetadata). botocore's parser walks the model
+    for every value too: 3 ms for a Query of 100 locations, against 0.2 ms."""
+    if response_dict["status_code"] < 300 and response_dict["body"]:
+        customized_response_dict.update(_decode(response_dict["body"]))
+        response_dict["body"] = b"{}"
+
+
 _encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(dict[str, Any]).decode
 
 
 def translate(exc: Exception, what: str) -> Error:
