@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import binascii
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from botocore.exceptions import ClientError
 
 from trackstore import aws
@@ -28,7 +31,30 @@ async def kinesis_client(
     async with aws_session().create_client(
         "kinesis", region_name=region, endpoint_url=endpoint_url, config=client_config()
     ) as client:
+        client.meta.events.register("before-parse.kinesis.GetRecords", decode_get_records)
         yield TracedClient(client, "Kinesis", metrics)
+
+
+def decode_get_records(
+    response_dict: dict[str, Any], customized_response_dict: dict[str, Any], **_: Any
+) -> None:
+    """A `before-parse` hook: a GetRecords answer decoded by msgspec into what botocore's parser
+    makes of it (Data as bytes, arrival times as datetimes), leaving botocore an empty body to
+    parse (it still adds the ResponseMetadata). botocore walks the model for every value:
+    ~14 us per record, against ~2 (docs/benchmarks.md)."""
+    if response_dict["status_code"] >= 300 or not response_dict["body"]:
+        return
+    answer = _decode(response_dict["body"])
+    for record in answer.get("Records", ()):
+        record["Data"] = binascii.a2b_base64(record["Data"])
+        arrival = record.get("ApproximateArrivalTimestamp")
+        if arrival is not None:
+            record["ApproximateArrivalTimestamp"] = datetime.fromtimestamp(arrival, UTC)
+    customized_response_dict.update(answer)
+    response_dict["body"] = b"{}"
+
+
+_decode = msgspec.json.Decoder(dict[str, Any]).decode
 
 
 async def ensure_stream(client: Any, name: str, shards: int, timeout_s: float = 300.0) -> bool:

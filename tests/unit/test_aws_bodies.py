@@ -1,10 +1,13 @@
-"""The DynamoDB client encodes request bodies and decodes answers itself (msgspec, no botocore
-model walk): for every kind of request the adapters send, the body must say exactly what
-botocore's would, and every answer must read as botocore would have parsed it."""
+"""The DynamoDB client encodes request bodies and decodes answers itself, the Kinesis client
+decodes GetRecords answers itself (msgspec, no botocore model walk): for every kind of request
+the adapters send, the body must say exactly what botocore's would, and every answer must read
+as botocore would have parsed it."""
 
 from __future__ import annotations
 
+import base64
 import json
+from collections.abc import Callable
 from typing import Any
 
 import botocore.session
@@ -15,8 +18,10 @@ from botocore.serialize import create_serializer
 from trackstore.domain import Location
 from trackstore.dynamodb.client import JsonBodySerializer, decode_json_body
 from trackstore.dynamodb.items import location_item, to_value
+from trackstore.kinesis.client import decode_get_records
 
 MODEL = botocore.session.get_session().get_service_model("dynamodb")
+KINESIS = botocore.session.get_session().get_service_model("kinesis")
 LOCATION = Location(
     device_id="bus-0001",
     timestamp=1_800_000_000_123,
@@ -27,7 +32,7 @@ LOCATION = Location(
     altitude=-12.5,
     accuracy=3.0,
     battery=0.07,
-    attributes={"driver": "Zoë \"Z\" O'Neil", "doors": 2, "ok": True, "note": None, "x": 1e-7},
+    attributes={"driver": 'Zoë "Z" O\'Neil', "doors": 2, "ok": True, "note": None, "x": 1e-7},
     received_at=1_800_000_000_200,
 )
 ITEM = {**location_item(LOCATION, 30 * 86_400_000, 8), "streamPosition": {"S": "495/0"}}
@@ -133,11 +138,12 @@ ANSWERS: list[tuple[str, int, dict[str, Any]]] = [
 ]
 
 
-@pytest.mark.parametrize(("operation", "status", "answer"), ANSWERS, ids=[a[0] for a in ANSWERS])
-def test_answers_read_as_botocore_parses_them(
-    operation: str, status: int, answer: dict[str, Any]
-) -> None:
-    shape = MODEL.operation_model(operation).output_shape
+def parsed_both_ways(
+    model: Any, operation: str, status: int, answer: dict[str, Any], hook: Callable[..., None]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(ours, botocore's) parse of one answer; ours is botocore's parse of what the hook left,
+    updated with the hook's result, as the endpoint does."""
+    shape = model.operation_model(operation).output_shape
 
     def response() -> dict[str, Any]:
         return {
@@ -149,8 +155,70 @@ def test_answers_read_as_botocore_parses_them(
 
     theirs = create_parser("json").parse(response(), shape)
     raw, customized = response(), {}
-    decode_json_body(raw, customized)
+    hook(response_dict=raw, customized_response_dict=customized)
     assert (raw["body"] == b"{}") is (status < 300), "success is decoded here, errors by botocore"
     ours = create_parser("json").parse(raw, shape)
-    ours.update(customized)  # what the endpoint does with the hook's result
+    ours.update(customized)
+    return ours, theirs
+
+
+@pytest.mark.parametrize(("operation", "status", "answer"), ANSWERS, ids=[a[0] for a in ANSWERS])
+def test_answers_read_as_botocore_parses_them(
+    operation: str, status: int, answer: dict[str, Any]
+) -> None:
+    ours, theirs = parsed_both_ways(MODEL, operation, status, answer, decode_json_body)
     assert ours == theirs
+
+
+def _kinesis_record(n: int, arrival: float | None) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "SequenceNumber": f"4959033827149025660855969253836157109592157598913658889{n}",
+        "Data": base64.b64encode(bytes(range(n, n + 40)) + b'{"deviceId":"bus-1"}').decode(),
+        "PartitionKey": f"bus-{n}",
+    }
+    if arrival is not None:
+        record["ApproximateArrivalTimestamp"] = arrival
+    return record
+
+
+GET_RECORDS: list[tuple[str, int, dict[str, Any]]] = [
+    (
+        "records",
+        200,
+        {
+            "Records": [_kinesis_record(1, 1_800_000_000.123), _kinesis_record(2, 1_800_000_001)],
+            "NextShardIterator": "AAAA" * 50,
+            "MillisBehindLatest": 1200,
+        },
+    ),
+    ("no arrival time", 200, {"Records": [_kinesis_record(3, None)], "MillisBehindLatest": 0}),
+    (
+        "shard end",
+        200,
+        {
+            "Records": [],
+            "MillisBehindLatest": 0,
+            "ChildShards": [
+                {
+                    "ShardId": "shardId-000000000002",
+                    "ParentShards": ["shardId-000000000000"],
+                    "HashKeyRange": {"StartingHashKey": "0", "EndingHashKey": "17014118346046923"},
+                }
+            ],
+        },
+    ),
+    ("expired", 400, {"__type": "ExpiredIteratorException", "message": "Iterator expired"}),
+]
+
+
+@pytest.mark.parametrize(("case", "status", "answer"), GET_RECORDS, ids=[a[0] for a in GET_RECORDS])
+def test_get_records_answers_read_as_botocore_parses_them(
+    case: str, status: int, answer: dict[str, Any]
+) -> None:
+    ours, theirs = parsed_both_ways(KINESIS, "GetRecords", status, answer, decode_get_records)
+    assert ours == theirs
+    for mine, botocores in zip(ours.get("Records", []), theirs.get("Records", []), strict=True):
+        assert type(mine["Data"]) is bytes
+        assert mine.get("ApproximateArrivalTimestamp") == botocores.get(
+            "ApproximateArrivalTimestamp"
+        )
