@@ -9,7 +9,9 @@ included) into StreamRecords, then `TrackService.ingest` over the real DynamoLoc
 and DynamoDeviceRepository. Their client is a fake in-process DynamoDB that answers every call at
 once: BatchWriteItem succeeds, BatchGetItem returns the device marks the UpdateItems left,
 UpdateItem and the conditional PutItem check their conditions against what was written, so the
-marks, replays and late records take the production paths.
+marks, replays and late records take the production paths. `--wire` also encodes every request
+body as each side's real client would (TrackStore: msgspec; boto3: validation and botocore's
+model walk), which is where the old stack spends most of its time.
 
 Baseline (benchmarks/baselines/old_ingest.py): json.loads + pydantic v2 + boto3's TypeSerializer,
 over the same input, into the same Locations items; needs pydantic and boto3 (.venv-bench).
@@ -44,14 +46,18 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import botocore.session
 from botocore.exceptions import ClientError
+from botocore.serialize import create_serializer
 
 from trackstore.clock import FakeClock
 from trackstore.domain import StreamRecord
+from trackstore.dynamodb.client import JsonBodySerializer
 from trackstore.dynamodb.devices import DynamoDeviceRepository
 from trackstore.dynamodb.locations import DynamoLocationRepository
 from trackstore.kinesis.kpl import aggregate
@@ -61,6 +67,7 @@ from trackstore.service import TrackService
 from trackstore.serving import settle_garbage_collector
 from trackstore.simulate import Fleet
 
+WIRE = False  # --wire
 START_MS = 1_800_000_000_000
 SHARD_ID = "shardId-000000000000"
 # Kinesis sequence numbers are 56-digit decimals that grow along a shard.
@@ -196,12 +203,37 @@ def _condition_failed(operation: str) -> ClientError:
     )
 
 
+Encode = Callable[[str, dict[str, Any]], object]
+
+
+def _no_encoding(_operation: str, _parameters: dict[str, Any]) -> object:
+    return None
+
+
+def wire_encoder(ours: bool) -> Encode:
+    """`--wire`: the request body each side's client would put on the wire. TrackStore's client
+    encodes it with msgspec (trackstore.dynamodb.client.JsonBodySerializer); boto3, as the old
+    service used it, validates the parameters and walks botocore's model."""
+    model = botocore.session.get_session().get_service_model("dynamodb")
+    serializer: Any = create_serializer("json", include_validation=not ours)
+    if ours:
+        serializer = JsonBodySerializer(serializer)
+    operations = {
+        name: model.operation_model(name)
+        for name in ("BatchWriteItem", "PutItem", "UpdateItem", "BatchGetItem")
+    }
+    return lambda operation, parameters: serializer.serialize_to_request(
+        parameters, operations[operation]
+    )
+
+
 class FakeDynamoDB:
     """The calls the adapters make, answered at once. Keeps what their conditions need (each
     location's streamPosition, each device's lastSeen and appliedThrough); with `capture`, also
     every item written, for the payload check."""
 
-    def __init__(self, capture: bool = False) -> None:
+    def __init__(self, capture: bool = False, encode: Encode = _no_encoding) -> None:
+        self.encode = encode
         self.calls: Counter[str] = Counter()
         self.positions: dict[tuple[str, str], str] = {}
         self.devices: dict[str, dict[str, Any]] = {}
@@ -210,6 +242,7 @@ class FakeDynamoDB:
 
     async def batch_write_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
         self.calls["BatchWriteItem"] += 1
+        self.encode("BatchWriteItem", {"RequestItems": RequestItems})
         for requests in RequestItems.values():
             for request in requests:
                 self._store(request["PutRequest"]["Item"])
@@ -217,6 +250,7 @@ class FakeDynamoDB:
 
     async def put_item(self, **request: Any) -> dict[str, Any]:
         self.calls["PutItem"] += 1
+        self.encode("PutItem", request)
         item = request["Item"]
         stored = self.positions.get((item["deviceId"]["S"], item["timestamp"]["N"]))
         # attribute_not_exists(#dev) OR #pos = :pos
@@ -234,6 +268,7 @@ class FakeDynamoDB:
 
     async def batch_get_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
         self.calls["BatchGetItem"] += 1
+        self.encode("BatchGetItem", {"RequestItems": RequestItems})
         ((table, request),) = RequestItems.items()
         found = []
         for key in request["Keys"]:
@@ -245,6 +280,7 @@ class FakeDynamoDB:
 
     async def update_item(self, **request: Any) -> dict[str, Any]:
         self.calls["UpdateItem"] += 1
+        self.encode("UpdateItem", request)
         device_id = request["Key"]["deviceId"]["S"]
         values = request["ExpressionAttributeValues"]
         state = self.devices.get(device_id)
@@ -269,13 +305,15 @@ class FakeDynamoDB:
 class SyncFakeDynamoDB:
     """The baseline's boto3 client: every write succeeds at once."""
 
-    def __init__(self, capture: bool = False) -> None:
+    def __init__(self, capture: bool = False, encode: Encode = _no_encoding) -> None:
+        self.encode = encode
         self.calls: Counter[str] = Counter()
         self.items: dict[tuple[str, str], dict[str, Any]] | None = {} if capture else None
         self.updates: list[dict[str, Any]] | None = [] if capture else None
 
     def batch_write_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
         self.calls["BatchWriteItem"] += 1
+        self.encode("BatchWriteItem", {"RequestItems": RequestItems})
         if self.items is not None:
             for requests in RequestItems.values():
                 for request in requests:
@@ -285,6 +323,7 @@ class SyncFakeDynamoDB:
 
     def update_item(self, **request: Any) -> dict[str, Any]:
         self.calls["UpdateItem"] += 1
+        self.encode("UpdateItem", request)
         if self.updates is not None:
             self.updates.append(request)
         return {}
@@ -348,7 +387,7 @@ def to_stream_records(reader: ShardReader, raw: list[dict[str, Any]]) -> list[St
 
 
 async def run_trackstore(work: Workload, capture: bool = False) -> Run:
-    client = FakeDynamoDB(capture)
+    client = FakeDynamoDB(capture, wire_encoder(ours=True) if WIRE else _no_encoding)
     service = TrackService(
         DynamoLocationRepository(client, LOCATIONS, TTL_DAYS, DATE_SHARDS),
         DynamoDeviceRepository(client, DEVICES),
@@ -372,7 +411,7 @@ async def run_trackstore(work: Workload, capture: bool = False) -> Run:
 def run_baseline(work: Workload, capture: bool = False) -> Run:
     from baselines.old_ingest import OldIngest
 
-    client = SyncFakeDynamoDB(capture)
+    client = SyncFakeDynamoDB(capture, wire_encoder(ours=False) if WIRE else _no_encoding)
     old = OldIngest(client, LOCATIONS, DEVICES, TTL_DAYS, DATE_SHARDS, FakeClock(work.now_ms))
     outcome: Counter[str] = Counter()
     with GcClock() as collector:
@@ -476,11 +515,18 @@ def main() -> int:
         help="gc.freeze() once set up, as a service can after startup (both sides)",
     )
     parser.add_argument(
+        "--wire",
+        action="store_true",
+        help="also encode each request body as each side's client would (see wire_encoder)",
+    )
+    parser.add_argument(
         "--sides",
         choices=("both", "trackstore", "baseline"),
         help="default: both in .venv-bench, trackstore elsewhere (baseline: for profiling)",
     )
     args = parser.parse_args()
+    global WIRE
+    WIRE = args.wire
 
     in_bench_venv = os.path.basename(sys.prefix.rstrip("/")) == ".venv-bench"
     sides = args.sides or ("both" if in_bench_venv else "trackstore")
@@ -500,6 +546,7 @@ def main() -> int:
         f"--devices {args.devices} --kpl-share {args.kpl_share} --rounds {args.rounds} "
         f"--seed {args.seed} --cpu {cpu}"
         + (" --gc-freeze" if args.gc_freeze else "")
+        + (" --wire" if args.wire else "")
         + (f" --sides {sides}" if sides != "both" else "")
     )
     print(
