@@ -24,7 +24,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     device_table_name: str = "transport-devices-dev"
     location_table_name: str = "transport-locations-dev"
     lease_table_name: str = "transport-leases-dev"
-    kinesis_batch_size: int = 100
+    kinesis_batch_size: int = 1000
     location_ttl_days: int = 30
     location_date_shards: int = 8
     backend: Backend = Backend.AWS
@@ -51,7 +51,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             device_table_name=_name(values, "DEVICE_TABLE_NAME", "transport-devices-dev"),
             location_table_name=_name(values, "LOCATION_TABLE_NAME", "transport-locations-dev"),
             lease_table_name=_name(values, "LEASE_TABLE_NAME", "transport-leases-dev"),
-            kinesis_batch_size=_int(values, "KINESIS_BATCH_SIZE", 100, 1, 10_000),
+            kinesis_batch_size=_int(values, "KINESIS_BATCH_SIZE", 1000, 1, 10_000),
             location_ttl_days=_int(values, "LOCATION_TTL_DAYS", 30, 1, 3650),
             location_date_shards=_int(values, "LOCATION_DATE_SHARDS", 8, 1, 100),
             backend=_backend(values.get("TRACKSTORE_BACKEND", "aws")),

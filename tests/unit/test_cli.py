@@ -27,6 +27,7 @@ import pytest
 
 from tests.aws_emulators import DUMMY_CREDENTIALS, free_port
 from trackstore import __version__, cli
+from trackstore.config import Settings
 
 CONFIG_VARIABLES = (
     "AWS_REGION",
@@ -183,6 +184,13 @@ def test_out_of_range_port_names_the_flag_and_the_range(run: Run) -> None:
 
 
 # -- configuration --------------------------------------------------------------------------------
+
+
+def test_a_shard_is_read_faster_than_it_can_be_written_by_default() -> None:
+    # At most 5 GetRecords calls a second per shard, which accepts 1,000 records a second.
+    settings = Settings.from_env({}, dotenv=None)
+    assert settings.kinesis_batch_size * 5 >= 2 * 1000
+    assert settings.kinesis_batch_size == 1000  # the README's default
 
 
 @pytest.mark.parametrize(
