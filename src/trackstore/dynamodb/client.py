@@ -23,7 +23,9 @@ async def dynamodb_client(
 ) -> AsyncIterator[Any]:
     """A traced DynamoDB client; without `endpoint_url`, botocore's AWS_ENDPOINT_URL(_DYNAMODB)
     or AWS itself."""
-    config = client_config().merge(AioConfig(parameter_validation=False))
+    # Enough connections for every call the repositories allow in flight at once (32 device
+    # updates, 16 batch writes, 16 conditional puts), so none waits for a connection.
+    config = client_config(max_pool=64).merge(AioConfig(parameter_validation=False))
     async with aws_session().create_client(
         "dynamodb", region_name=region, endpoint_url=endpoint_url, config=config
     ) as client:

@@ -25,8 +25,10 @@ APPLIED_THROUGH = "appliedThrough"
 
 class DynamoDeviceRepository:
     def __init__(
-        self, client: Any, table: str, concurrency: int = 8, deadline_s: float = 20.0
+        self, client: Any, table: str, concurrency: int = 32, deadline_s: float = 20.0
     ) -> None:
+        # A batch updates each of its devices with one call: with a few hundred devices per
+        # batch, the consumer waits on round trips, not CPU, unless many are in flight.
         self._client = client
         self._table = table
         self._limit = asyncio.Semaphore(concurrency)

@@ -30,7 +30,7 @@ class DynamoLocationRepository:
         table: str,
         ttl_days: int,
         date_shards: int,
-        concurrency: int = 8,
+        concurrency: int = 16,
     ) -> None:
         self._client = client
         self._table = table
