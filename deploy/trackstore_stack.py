@@ -118,6 +118,9 @@ class Settings:
     iterator_age_alarm_s: int
     rejected_alarm_per_5min: int
     target_5xx_alarm_per_min: int
+    # Share of traces kept (a caller's decision wins): every span costs CPU to make and export,
+    # which at 100% halves a task's API throughput (docs/benchmarks.md).
+    trace_sample_ratio: float
 
 
 ENVIRONMENTS = {
@@ -135,6 +138,7 @@ ENVIRONMENTS = {
         iterator_age_alarm_s=900,
         rejected_alarm_per_5min=100,
         target_5xx_alarm_per_min=10,
+        trace_sample_ratio=1.0,
     ),
     "prod": Settings(
         name="prod",
@@ -150,6 +154,7 @@ ENVIRONMENTS = {
         iterator_age_alarm_s=300,
         rejected_alarm_per_5min=50,
         target_5xx_alarm_per_min=5,
+        trace_sample_ratio=0.05,
     ),
 }
 
@@ -509,6 +514,8 @@ class TrackStoreStack(cdk.Stack):
             "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://localhost:{OTLP_HTTP_PORT}",
             "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
             "OTEL_RESOURCE_ATTRIBUTES": f"deployment.environment={self.settings.name}",
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": str(self.settings.trace_sample_ratio),
         }
         if service == "consume" and self.dead_letters is not None:
             variables["DEAD_LETTER_STREAM_NAME"] = self.dead_letters.stream_name

@@ -10,6 +10,7 @@ ids, as there is no trace to find them by. OTEL_TRACES_EXPORTER=none says the sa
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -34,7 +35,13 @@ TRACER_NAME = "trackstore"
 
 
 def tracer() -> trace.Tracer:
-    return trace.get_tracer(TRACER_NAME, __version__)
+    return _tracer_of(trace.get_tracer_provider())
+
+
+@functools.lru_cache(maxsize=8)
+def _tracer_of(provider: trace.TracerProvider) -> trace.Tracer:
+    # get_tracer builds a new Tracer on every call; a request or an AWS call needs only one.
+    return provider.get_tracer(TRACER_NAME, __version__)
 
 
 def configure_tracing(

@@ -337,6 +337,8 @@ def test_the_containers_get_the_contract_configuration(synth: Synth) -> None:
         assert env["LOG_LEVEL"] == "INFO"
         assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://localhost:4318"
         assert env["OTEL_SERVICE_NAME"] == f"trackstore-{service}"
+        assert env["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
+        assert 0 < float(env["OTEL_TRACES_SAMPLER_ARG"]) <= 1
         # Nothing points the processes at an emulator.
         assert not any(name.startswith("AWS_ENDPOINT_URL") for name in env)
 

@@ -29,7 +29,7 @@ from opentelemetry.sdk.extension.aws.trace import AwsXRayIdGenerator
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.util._once import Once
 
 from tests.helpers import NOW_MS, SECOND_MS, TTL_DAYS, payload
@@ -161,6 +161,20 @@ def test_request_span_is_named_after_the_route_template(
     assert span.attributes["http.route"] == "/devices/{device_id}"
     assert "bus-1" not in span.name
     assert span.resource.attributes["service.name"] == SERVICE_NAME
+
+
+def test_request_span_carries_the_status_and_marks_only_server_errors(
+    client: TestClient[Any], exporter: InMemorySpanExporter
+) -> None:
+    assert client.get("/devices/bus-1").status_code == 404  # not registered, never reported
+    assert client.get("/no/such/route").status_code == 404
+    known, unknown = server_spans(exporter)
+    assert known.attributes is not None
+    assert known.attributes["http.response.status_code"] == 404
+    assert known.status.status_code is not StatusCode.ERROR  # the client's mistake, not ours
+    assert unknown.name == "GET"  # no route: the method alone, never the raw path
+    assert unknown.attributes is not None
+    assert "http.route" not in unknown.attributes
 
 
 def test_two_devices_share_one_span_name(

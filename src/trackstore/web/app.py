@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, cast
 
 from litestar import Litestar
 from litestar.datastructures import State
@@ -35,7 +35,7 @@ from trackstore.web.devices import get_device, list_devices, register_device
 from trackstore.web.locations import fleet_window, latest_location, location_history
 from trackstore.web.problems import EXCEPTION_HANDLERS, send_problem
 from trackstore.web.system import OPENAPI_PATH, health, index, liveness, metrics_text
-from trackstore.web.tracing import tracing_hook, tracing_plugins
+from trackstore.web.tracing import finish_request_span, request_span, tracing_enabled
 
 Lifespan = Callable[[Litestar], AbstractAsyncContextManager[Any]] | AbstractAsyncContextManager[Any]
 
@@ -55,11 +55,11 @@ UNMATCHED_ROUTE = "unmatched"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-class _MeteredLitestar(Litestar):
-    """Litestar that counts and times every HTTP request by route template.
+class _ObservedLitestar(Litestar):
+    """Litestar that counts, times and traces every HTTP request by route template.
 
     Litestar runs its middleware only after routing, so requests for unknown routes or with a
-    wrong method would go uncounted there; wrapping the application entry point sees them all.
+    wrong method would go unseen there; wrapping the application entry point sees them all.
     """
 
     def __init__(self, *, metrics: Metrics, **config: Any) -> None:
@@ -67,6 +67,7 @@ class _MeteredLitestar(Litestar):
         self._http_requests = metrics.http_requests
         self._http_seconds = metrics.http_seconds
         self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._traced = tracing_enabled()
 
     async def __call__(
         self,
@@ -77,19 +78,28 @@ class _MeteredLitestar(Litestar):
         if scope["type"] != ScopeType.HTTP:
             await super().__call__(scope, receive, send)
             return
-        http_send: Send = send  # type: ignore[assignment]  # an "http" scope comes with its send
+        # An "http" scope comes with the http receive and send.
+        http_scope, http_receive, http_send = cast(
+            tuple[Scope, Receive, Send], (scope, receive, send)
+        )
+        if not self._traced:
+            await self._serve(http_scope, http_receive, http_send)
+            return
+        with request_span(http_scope) as span:
+            status = await self._serve(http_scope, http_receive, http_send)
+            finish_request_span(span, http_scope, status)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> int:
+        """Answers the request, counts and times it; returns the status sent."""
         raw_path = scope.get("raw_path")
         if isinstance(raw_path, bytes) and b"%2f" in raw_path.lower():
             # The server decodes %2F before routing, which would let "a/b" pose as two path
             # segments; no path segment of this API (a device id least of all) holds a slash.
             await send_problem(
-                http_send,
-                400,
-                "a path segment must not contain '/' (%2F)",
-                str(scope.get("path", "")),
+                send, 400, "a path segment must not contain '/' (%2F)", str(scope.get("path", ""))
             )
             self._record(scope, 400, 0.0)
-            return
+            return 400
         started = time.perf_counter()
         status = 500  # if nothing is ever sent, the client saw a failure
 
@@ -97,12 +107,13 @@ class _MeteredLitestar(Litestar):
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-            await http_send(message)
+            await send(message)
 
         try:
             await super().__call__(scope, receive, send_and_note_status)
         finally:
             self._record(scope, status, time.perf_counter() - started)
+        return status
 
     def _record(self, scope: Mapping[str, Any], status: int, seconds: float) -> None:
         # The template, never the raw path: one series per route, not one per device.
@@ -153,7 +164,7 @@ def create_app(container: Container, lifespan: Sequence[Lifespan] | None = None)
     async def service() -> TrackService:
         return await resolve(container.service())
 
-    return _MeteredLitestar(
+    return _ObservedLitestar(
         metrics=metrics,
         route_handlers=ROUTES,
         dependencies={
@@ -175,9 +186,7 @@ def create_app(container: Container, lifespan: Sequence[Lifespan] | None = None)
             **_security(container.settings()),
         ),
         state=State({"container": container}),
-        plugins=tracing_plugins(),
         middleware=_auth(container.settings()),
-        before_request=tracing_hook(),
         lifespan=[lambda _: resources(container), *(lifespan or [])],
         # Logging belongs to the process (JSON lines, see telemetry); Litestar must not
         # reconfigure it. Unexpected errors are logged by the 500 handler.
