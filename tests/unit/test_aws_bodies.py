@@ -14,11 +14,12 @@ import botocore.session
 import pytest
 from botocore.parsers import create_parser
 from botocore.serialize import create_serializer
+from botocore.validate import ParamValidationDecorator
 
 from trackstore.domain import Location
-from trackstore.dynamodb.client import JsonBodySerializer, decode_json_body
+from trackstore.dynamodb.client import JsonBodySerializer, decode_json_body, dynamodb_client
 from trackstore.dynamodb.items import location_item, to_value
-from trackstore.kinesis.client import decode_get_records
+from trackstore.kinesis.client import decode_get_records, kinesis_client
 
 MODEL = botocore.session.get_session().get_service_model("dynamodb")
 KINESIS = botocore.session.get_session().get_service_model("kinesis")
@@ -222,3 +223,21 @@ def test_get_records_answers_read_as_botocore_parses_them(
         assert mine.get("ApproximateArrivalTimestamp") == botocores.get(
             "ApproximateArrivalTimestamp"
         )
+
+
+def _handlers(client: Any, event: str) -> list[Any]:
+    return list(client.meta.events._emitter._handlers.prefix_search(event))
+
+
+async def test_the_clients_use_these_codecs(monkeypatch: pytest.MonkeyPatch) -> None:
+    # botocore would still work without them, only slower: this is what would notice.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    async with dynamodb_client("us-east-1", "http://127.0.0.1:9") as traced:
+        client = traced._client
+        assert isinstance(client._serializer, JsonBodySerializer)
+        # DynamoDB validates every request; botocore's own check would walk the model again.
+        assert not isinstance(client._serializer._serializer, ParamValidationDecorator)
+        assert decode_json_body in _handlers(client, "before-parse.dynamodb.Query")
+    async with kinesis_client("us-east-1", "http://127.0.0.1:9") as traced:
+        assert decode_get_records in _handlers(traced._client, "before-parse.kinesis.GetRecords")
