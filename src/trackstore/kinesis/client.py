@@ -41,7 +41,7 @@ def decode_get_records(
     """A `before-parse` hook: a GetRecords answer decoded by msgspec into what botocore's parser
     makes of it (Data as bytes, arrival times as datetimes), leaving botocore an empty body to
     parse (it still adds the ResponseMetadata). botocore walks the model for every value:
-    ~14 us per record, against ~2 (docs/benchmarks.md)."""
+    ~14 us per record, against ~1 (docs/benchmarks.md)."""
     if response_dict["status_code"] >= 300 or not response_dict["body"]:
         return
     answer = _decode(response_dict["body"])
