@@ -59,7 +59,9 @@ def decode_json_body(
 ) -> None:
     """A `before-parse` hook: a successful answer's body decoded by msgspec, leaving botocore an
     empty one to parse (it still adds the ResponseMetadata). botocore's parser walks the model
-    for every value too: 3 ms for a Query of 100 locations, against 0.2 ms."""
+    for every value too: 3 ms for a Query of 100 locations, against 0.2 ms. Unlike botocore's,
+    the answer keeps timestamps (DescribeTable's CreationDateTime) as epoch numbers and binary
+    attributes as base64: nothing in TrackStore reads either."""
     if response_dict["status_code"] < 300 and response_dict["body"]:
         customized_response_dict.update(_decode(response_dict["body"]))
         response_dict["body"] = b"{}"
