@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import functools
 import platform
+from collections.abc import Callable
 from typing import Any
 
+import msgspec
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import (
@@ -59,6 +61,32 @@ def client_config(max_pool: int = 50) -> AioConfig:
         read_timeout=10,
         max_pool_connections=max_pool,
     )
+
+
+def answer_decoder(
+    convert: Callable[[dict[str, Any]], None] | None = None,
+) -> Callable[..., None]:
+    """A `before-parse` hook that decodes a successful JSON answer with msgspec, `convert`
+    turning what needs it into botocore's types in place, and leaves botocore an empty body to
+    parse (it still adds the ResponseMetadata and still parses errors). botocore's parser walks
+    the service model for every value: 3 ms for a DynamoDB Query of 100 items against 0.2 ms,
+    14 us per Kinesis record against 1 (docs/benchmarks.md)."""
+
+    def decode(
+        response_dict: dict[str, Any], customized_response_dict: dict[str, Any], **_: Any
+    ) -> None:
+        if response_dict["status_code"] >= 300 or not response_dict["body"]:
+            return
+        answer = _decode_answer(response_dict["body"])
+        if convert is not None:
+            convert(answer)
+        customized_response_dict.update(answer)
+        response_dict["body"] = b"{}"
+
+    return decode
+
+
+_decode_answer = msgspec.json.Decoder(dict[str, Any]).decode
 
 
 def error_code(exc: ClientError) -> str:

@@ -12,7 +12,7 @@ from aiobotocore.config import AioConfig
 from botocore.exceptions import ClientError
 
 from trackstore import aws
-from trackstore.aws import TracedClient, aws_session, client_config
+from trackstore.aws import TracedClient, answer_decoder, aws_session, client_config
 from trackstore.errors import Error
 from trackstore.metrics import Metrics
 
@@ -54,21 +54,11 @@ class JsonBodySerializer:
         return request
 
 
-def decode_json_body(
-    response_dict: dict[str, Any], customized_response_dict: dict[str, Any], **_: Any
-) -> None:
-    """A `before-parse` hook: a successful answer's body decoded by msgspec, leaving botocore an
-    empty one to parse (it still adds the ResponseMetadata). botocore's parser walks the model
-    for every value too: 3 ms for a Query of 100 locations, against 0.2 ms. Unlike botocore's,
-    the answer keeps timestamps (DescribeTable's CreationDateTime) as epoch numbers and binary
-    attributes as base64: nothing in TrackStore reads either."""
-    if response_dict["status_code"] < 300 and response_dict["body"]:
-        customized_response_dict.update(_decode(response_dict["body"]))
-        response_dict["body"] = b"{}"
-
+# Unlike botocore's, the answer keeps timestamps (DescribeTable's CreationDateTime) as epoch
+# numbers and binary attributes as base64: nothing in TrackStore reads either.
+decode_json_body = answer_decoder()
 
 _encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.Decoder(dict[str, Any]).decode
 
 
 def translate(exc: Exception, what: str) -> Error:

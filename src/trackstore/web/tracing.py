@@ -13,10 +13,10 @@ dozen attributes and wraps every send, which cost as much as the rest of a cheap
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
+from litestar.types import Scope
 from opentelemetry import propagate, trace
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.sdk.trace import TracerProvider
@@ -51,11 +51,10 @@ _GETTER = _AsgiHeaders()
 
 
 @contextmanager
-def request_span(scope: dict[str, Any] | Any) -> Iterator[Span]:
+def request_span(scope: Scope) -> Iterator[Span]:
     """The request's span, current inside the block; `finish_request_span` completes it."""
     method = str(scope.get("method", "HTTP"))
-    raw: Iterable[tuple[bytes, bytes]] = scope.get("headers", ())
-    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in raw}
+    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
     with tracer().start_as_current_span(
         method,
         context=propagate.extract(headers, getter=_GETTER),
@@ -65,7 +64,7 @@ def request_span(scope: dict[str, Any] | Any) -> Iterator[Span]:
         yield span
 
 
-def finish_request_span(span: Span, scope: dict[str, Any] | Any, status: int) -> None:
+def finish_request_span(span: Span, scope: Scope, status: int) -> None:
     template = scope.get("path_template")
     if template:
         span.update_name(f"{scope.get('method', 'HTTP')} {template}")
