@@ -33,7 +33,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,6 +47,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.procfs import cpu_seconds, rss_mb
+from tests.aws_emulators import DUMMY_CREDENTIALS, dynalite, free_port, moto_server
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -114,30 +117,12 @@ def paths_for(template: str, keys: int) -> list[str]:
 # -- processes and CPU accounting ---------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def process_jiffies(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime of the whole process
-
-
 def core_busy_jiffies(core: str) -> int:
     for line in Path("/proc/stat").read_text().splitlines():
         if line.startswith(f"cpu{core} "):
             values = [int(v) for v in line.split()[1:]]
             return sum(values) - values[3] - values[4]  # all but idle and iowait
     raise RuntimeError(f"no cpu{core} in /proc/stat")
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return math.nan
 
 
 class CpuWatch:
@@ -149,7 +134,7 @@ class CpuWatch:
 
     def __enter__(self) -> CpuWatch:
         self.t0 = time.perf_counter()
-        self.p0 = process_jiffies(self.pid)
+        self.p0 = cpu_seconds(self.pid)
         self.c0 = core_busy_jiffies(SERVER_CORE)
         self.l0 = core_busy_jiffies(CLIENT_CORE)
         self.r0 = _children_cpu()
@@ -157,7 +142,7 @@ class CpuWatch:
 
     def __exit__(self, *exc: object) -> None:
         wall = time.perf_counter() - self.t0
-        server = (process_jiffies(self.pid) - self.p0) / self.hz
+        server = cpu_seconds(self.pid) - self.p0
         core = (core_busy_jiffies(SERVER_CORE) - self.c0) / self.hz
         client = _children_cpu() - self.r0  # the load generator, a child that has exited
         client_core = (core_busy_jiffies(CLIENT_CORE) - self.l0) / self.hz
@@ -689,8 +674,6 @@ def report(results: list[EndpointResult]) -> float:
 
 
 def dynalite_section(args: argparse.Namespace, script: Path, logdir: Path) -> None:
-    sys.path.insert(0, str(ROOT))
-    from tests.aws_emulators import DUMMY_CREDENTIALS, dynalite, moto_server
 
     print(f"\nTrackStore on dynalite ({DYNALITE_DEVICES} devices x {SEED_POINTS} points)")
     with dynalite() as dynamo_url:

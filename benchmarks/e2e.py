@@ -50,6 +50,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.procfs import cpu_seconds, samples
 from tests.aws_emulators import DUMMY_CREDENTIALS, dynalite, free_port, kinesis_local
 
 from trackstore.clock import wall_clock_ms
@@ -72,14 +73,6 @@ CONCURRENCY = 16  # the bound DynamoLocationRepository gives its BatchWriter
 BATCH_ITEMS = 25
 TTL_MS, DATE_SHARDS = 30 * DAY_MS, 8  # the service's defaults
 SEQUENCE_BASE = 49_590_338_271_490_256_608_559_692_538_361_571_095_921_575_989_136_588_898
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def emulator_pids() -> dict[str, int]:
@@ -107,15 +100,6 @@ def cpu_of(pids: dict[str, int]) -> dict[str, float]:
 def shares(before: dict[str, float], after: dict[str, float], seconds: float) -> str:
     """Cores each process kept busy between two cpu_of() readings."""
     return ", ".join(f"{name} {(after[name] - before[name]) / seconds:.2f}" for name in after)
-
-
-def metric(text: str, name: str) -> float:
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == name
-    )
 
 
 def calls(text: str, records: int) -> str:
@@ -213,7 +197,7 @@ async def run_consumer(
                 await asyncio.sleep(0.05)
                 continue
             now, cpu = time.monotonic(), cpu_of(pids)
-            stored = metric(text, "trackstore_records_stored_total")
+            stored = sum(samples(text, "trackstore_records_stored_total"))
             if first is None and stored > 0:
                 first = (now, stored, cpu)
                 if profile is not None:
@@ -226,7 +210,7 @@ async def run_consumer(
             await asyncio.sleep(0.1)
     assert first is not None
     t0, stored0, cpu0 = first
-    rejected = metric(text, "trackstore_records_rejected_total")
+    rejected = sum(samples(text, "trackstore_records_rejected_total"))
     if spy is not None:
         spy.send_signal(signal.SIGINT)
         spy.wait(60)

@@ -23,29 +23,18 @@ import uuid
 from pathlib import Path
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.procfs import rss_mb, samples
 from tests.aws_emulators import DUMMY_CREDENTIALS, dynalite, free_port, moto_server
 
 TRACKSTORE = [sys.executable, "-m", "trackstore.cli"]
 
 
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def metric(text: str, name: str) -> float:
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name:
-                total = max(total, sample.value) if "millis" in name else total + sample.value
-    return total
+    """A counter summed over its labels; the consumer's lag, the largest of its shards'."""
+    values = samples(text, name)
+    return max(values, default=0.0) if "millis" in name else sum(values)
 
 
 async def api_load(port: int, devices: int, stop: asyncio.Event, latencies: list[float]) -> None:

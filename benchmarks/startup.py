@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.e2e import interpreter, machine
+from benchmarks.procfs import rss_mb, samples
 from tests.aws_emulators import DUMMY_CREDENTIALS, dynalite, free_port, kinesis_local
 
 from trackstore.clock import wall_clock_ms
@@ -49,15 +49,6 @@ from trackstore.simulate import Fleet
 
 TRACKSTORE = [sys.executable, "-m", "trackstore.cli"]
 DEVICES = 100
-
-
-def vm(pid: int, field: str) -> float:
-    """A /proc/<pid>/status memory field (VmRSS, VmHWM) in MB."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -92,12 +83,12 @@ async def sample_rss(
     samples: list[float] = []
     task = asyncio.create_task(work)
     while not task.done():
-        samples.append(vm(pid, "VmRSS"))
+        samples.append(rss_mb(pid, "VmRSS"))
         await asyncio.sleep(0.1)
     await task
     ends = time.monotonic() + settle_s
     while time.monotonic() < ends:
-        samples.append(vm(pid, "VmRSS"))
+        samples.append(rss_mb(pid, "VmRSS"))
         await asyncio.sleep(0.1)
     return samples
 
@@ -128,12 +119,7 @@ async def drained(port: int, records: int) -> None:
     async with httpx.AsyncClient(timeout=5) as client:
         while True:
             text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
-            stored = sum(
-                sample.value
-                for family in text_string_to_metric_families(text)
-                for sample in family.samples
-                if sample.name == "trackstore_records_stored_total"
-            )
+            stored = sum(samples(text, "trackstore_records_stored_total"))
             if stored >= records:
                 return
             await asyncio.sleep(0.2)
@@ -162,7 +148,7 @@ async def serve_case(
             ready.append(wait_ready(process, port))
             if run == repeats - 1:
                 samples = await sample_rss(process.pid, api_load(port, requests))
-                hwm = vm(process.pid, "VmHWM")
+                hwm = rss_mb(process.pid, "VmHWM")
         finally:
             stop(process)
     line = summary(name, ready, samples, hwm) + f"; {requests} requests"
@@ -188,7 +174,7 @@ async def consume_case(env: dict[str, str], repeats: int, records: int) -> str:
             ready.append(wait_ready(process, port))
             if run == 0:
                 samples = await sample_rss(process.pid, drained(port, records))
-                hwm = vm(process.pid, "VmHWM")
+                hwm = rss_mb(process.pid, "VmHWM")
         finally:
             stop(process)
     line = summary("consume (kinesis-local + dynalite)", ready, samples, hwm)
