@@ -56,11 +56,16 @@ async def main() -> None:
     for i in range(0, len(stream), args.batch):
         await service.ingest(stream[i : i + args.batch])
     seconds = time.perf_counter() - started
-    print(f"machine: {platform.machine()} {platform.processor() or ''} python {platform.python_version()}")
+    print(
+        f"machine: {platform.machine()} {platform.processor() or ''}",
+        f"python {platform.python_version()}",
+    )
     print(f"{args.records} records, {args.devices} devices, batches of {args.batch}")
     print(f"ingest (memory adapters): {args.records / seconds:,.0f} records/s ({seconds:.2f} s)")
-    print("reproduce: .venv/bin/python benchmarks/ingest_memory.py "
-          f"--records {args.records} --devices {args.devices} --batch {args.batch}")
+    print(
+        "reproduce: .venv/bin/python benchmarks/ingest_memory.py "
+        f"--records {args.records} --devices {args.devices} --batch {args.batch}"
+    )
 
 
 if __name__ == "__main__":

@@ -308,9 +308,7 @@ class TrackStoreStack(cdk.Stack):
         # --- The two services
         self.serve_role = self._task_role("ServeTaskRole", "trackstore serve")
         self.serve_role.add_to_policy(
-            iam.PolicyStatement(
-                actions=SERVE_DEVICES_ACTIONS, resources=[self.devices.table_arn]
-            )
+            iam.PolicyStatement(actions=SERVE_DEVICES_ACTIONS, resources=[self.devices.table_arn])
         )
         self.serve_role.add_to_policy(
             iam.PolicyStatement(
@@ -490,9 +488,7 @@ class TrackStoreStack(cdk.Stack):
         role.add_to_policy(iam.PolicyStatement(actions=XRAY_ACTIONS, resources=["*"]))
         return role
 
-    def _log_group(
-        self, construct_id: str, name: str, removal: cdk.RemovalPolicy
-    ) -> logs.LogGroup:
+    def _log_group(self, construct_id: str, name: str, removal: cdk.RemovalPolicy) -> logs.LogGroup:
         return logs.LogGroup(
             self,
             construct_id,

@@ -13,10 +13,10 @@ from tests.deploy.dockerfile import REPO_ROOT
 
 
 def _uv() -> str:
-    # .ci/run installs uv into the venv next to the interpreter.
+    # The dev extra installs uv into the venv next to the interpreter.
     found = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
     if found is None:
-        pytest.fail("uv is needed to build the image's environment (pip install uv)")
+        pytest.fail("uv is needed to build the image's environment (pip install -e '.[dev]')")
     return found
 
 

@@ -372,9 +372,7 @@ def test_no_nat_gateway_two_availability_zones(synth: Synth) -> None:
     synth.template.resource_count_is("AWS::EC2::NatGateway", 0)
     synth.template.resource_count_is("AWS::EC2::Subnet", 2)
     synth.template.resource_count_is("AWS::ECS::Cluster", 1)
-    synth.template.has_resource_properties(
-        "AWS::EC2::VPCEndpoint", {"VpcEndpointType": "Gateway"}
-    )
+    synth.template.has_resource_properties("AWS::EC2::VPCEndpoint", {"VpcEndpointType": "Gateway"})
 
 
 # --- Scaling -----------------------------------------------------------------------------------
@@ -782,9 +780,7 @@ def test_context_can_use_an_existing_stream_an_ecr_image_and_https(
     assert env["KINESIS_STREAM_NAME"] == "fleet-gps"
     image = app_container(synth, synth.stack.serve.task_definition)["Image"]
     assert "trackstore:1.2.3" in json.dumps(image)
-    assert not json.loads((tmp_path / "TrackStore-dev.assets.json").read_text()).get(
-        "dockerImages"
-    )
+    assert not json.loads((tmp_path / "TrackStore-dev.assets.json").read_text()).get("dockerImages")
     synth.template.has_resource_properties(
         "AWS::ElasticLoadBalancingV2::Listener", {"Port": 443, "Protocol": "HTTPS"}
     )
