@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import itertools
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
@@ -16,6 +17,7 @@ from trackstore.domain import (
     Location,
     Page,
     StreamRecord,
+    shard_of,
     stream_position,
 )
 
@@ -39,7 +41,11 @@ SHARD_ID = "shardId-000000000000"
 
 OMIT: Any = object()  # payload(field=OMIT) leaves the field out
 
-_sequence_numbers = itertools.count(49_000_000_000)
+# Kinesis numbers each shard on its own: every shard's numbers start at the same value here, so
+# a test that compares two shards' numbers by mistake sees them collide.
+_sequence_numbers: dict[str, itertools.count[int]] = collections.defaultdict(
+    lambda: itertools.count(49_000_000_000)
+)
 
 
 def payload(**fields: Any) -> dict[str, Any]:
@@ -80,17 +86,20 @@ def stream_record(
         data=data,
         partition_key=partition_key,
         shard_id=shard_id,
-        sequence_number=sequence_number or new_sequence_number(),
+        sequence_number=sequence_number or new_sequence_number(shard_id),
         sub_sequence_number=sub_sequence_number,
         arrival_ms=arrival_ms,
     )
 
 
-def resent(record: StreamRecord, *, arrival_ms: int) -> StreamRecord:
-    """The same data sent again by its producer: a new sequence number and arrival time."""
+def resent(record: StreamRecord, *, arrival_ms: int, shard_id: str | None = None) -> StreamRecord:
+    """The same data sent again by its producer: a new sequence number and arrival time (on
+    another shard when given: a producer that changed its partition key)."""
+    shard = shard_id or record.shard_id
     return msgspec.structs.replace(
         record,
-        sequence_number=new_sequence_number(),
+        shard_id=shard,
+        sequence_number=new_sequence_number(shard),
         sub_sequence_number=0,
         arrival_ms=arrival_ms,
     )
@@ -98,17 +107,24 @@ def resent(record: StreamRecord, *, arrival_ms: int) -> StreamRecord:
 
 def position_of(record: StreamRecord) -> str:
     """The stream position TrackService gives the record's location."""
-    return stream_position(record.sequence_number, record.sub_sequence_number)
+    return stream_position(record.shard_id, record.sequence_number, record.sub_sequence_number)
 
 
-def new_sequence_number() -> str:
-    """A sequence number after every one handed out so far (here or by stream_record)."""
-    return str(next(_sequence_numbers))
+def new_sequence_number(shard_id: str = SHARD_ID) -> str:
+    """A sequence number of the shard after every one handed out for it so far."""
+    return str(next(_sequence_numbers[shard_id]))
 
 
-def new_position(sub_sequence_number: int = 0) -> str:
-    """A stream position after every position handed out so far."""
-    return stream_position(new_sequence_number(), sub_sequence_number)
+def new_position(sub_sequence_number: int = 0, shard_id: str = SHARD_ID) -> str:
+    """A stream position of the shard after every position handed out for it so far."""
+    return stream_position(shard_id, new_sequence_number(shard_id), sub_sequence_number)
+
+
+def mark(last_seen: int | None, *positions: str) -> DeviceMark:
+    """A device mark with `lastSeen` and the given positions (one per shard)."""
+    return DeviceMark(
+        last_seen=last_seen, applied_through={shard_of(p): p for p in positions} or None
+    )
 
 
 def arrived(locations: Iterable[Location]) -> list[Arrival]:
@@ -131,13 +147,14 @@ def activity(
     added: int = 0,
     applied_through: str | None = None,
 ) -> DeviceActivity:
-    """A DeviceActivity; applied through a new position unless one is given."""
+    """A DeviceActivity; applied through a new position (of SHARD_ID) unless one is given."""
+    position = applied_through if applied_through is not None else new_position()
     return DeviceActivity(
         device_id=device_id,
         expected=expected,
         newest=newest,
         added=added,
-        applied_through=applied_through if applied_through is not None else new_position(),
+        applied_through={shard_of(position): position},
     )
 
 

@@ -101,15 +101,21 @@ class StreamRecord(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     arrival_ms: int  # when the stream accepted it: the location's receivedAt
 
 
-def stream_position(sequence_number: str, sub_sequence_number: int) -> str:
-    """A record's place in its stream as one string: `sequence/sub-sequence`."""
-    return f"{sequence_number}/{sub_sequence_number}"
+def stream_position(shard_id: str, sequence_number: str, sub_sequence_number: int) -> str:
+    """A record's place in its stream as one string: `shard/sequence/sub-sequence`. The shard is
+    part of it because Kinesis numbers each shard on its own."""
+    return f"{shard_id}/{sequence_number}/{sub_sequence_number}"
+
+
+def shard_of(position: str) -> str:
+    return position.rsplit("/", 2)[0]
 
 
 def position_order(position: str) -> tuple[int, int]:
-    """Sort key of a stream position: Kinesis sequence numbers are decimal integers that grow
-    with time for one partition key, across resharding too."""
-    sequence, _, sub = position.partition("/")
+    """Sort key of a position within its shard (`shard/sequence/sub` or `sequence/sub`).
+    Sequence numbers grow with time within one shard; two shards' numbers are never compared."""
+    parts = position.rsplit("/", 2)
+    sequence, sub = parts[-2:] if len(parts) > 1 else (parts[0], "0")
     return int(sequence), int(sub or 0)
 
 
@@ -121,23 +127,28 @@ class Arrival(msgspec.Struct, frozen=True, gc=False):
 
 
 class DeviceMark(msgspec.Struct, frozen=True, gc=False, kw_only=True):
-    """How far a device's activity has been applied: its `lastSeen`, and the stream position up
-    to which its records have been counted (`None` before the first, or for items written by the
-    service TrackStore replaces)."""
+    """How far a device's activity has been applied: its `lastSeen`, and per shard the stream
+    position up to which that shard's records of the device have been counted.
+    `applied_through` is None when no per-shard mark is stored (a device that never reported,
+    or an item written before marks were kept per shard)."""
 
     last_seen: int | None = None
-    applied_through: str | None = None
+    applied_through: dict[str, str] | None = None
+
+    def through(self, shard_id: str) -> str | None:
+        return None if self.applied_through is None else self.applied_through.get(shard_id)
 
 
 class DeviceActivity(msgspec.Struct, frozen=True, gc=False, kw_only=True):
-    """What one ingested batch does to one device: applied only if the device's mark is still
-    `expected` (what the batch read), so a batch applies at most once."""
+    """What one ingested batch does to one device: applied only if the device's `lastSeen` and
+    the marks of the shards in `applied_through` are still what `expected` says (what the
+    batch read), so a batch applies at most once."""
 
     device_id: str
     expected: DeviceMark | None
     newest: Location | None  # set when it is newer than expected.last_seen
     added: int  # distinct locations this batch stored for the first time
-    applied_through: str  # the position of the device's last record in this batch
+    applied_through: dict[str, str]  # shard id -> position of the device's last record there
 
 
 def check_device_id(device_id: str) -> str:

@@ -15,6 +15,7 @@ import msgspec
 
 from trackstore.domain import DEVICE_ID_PATTERN, Location, Scalar, StreamRecord
 from trackstore.timefmt import epoch_to_ms, parse_iso
+from trackstore.values import number_problem, value_problem
 
 FUTURE_TOLERANCE_MS = 5 * 60 * 1000
 _T = TypeVar("_T")
@@ -40,6 +41,7 @@ class Reason(StrEnum):
     INVALID_ATTRIBUTES = "invalid_attributes"
     TOO_OLD = "too_old"
     IN_FUTURE = "in_future"
+    UNSTORABLE = "unstorable"  # passed these rules, refused by the store all the same
 
 
 class Rejection(msgspec.Struct, frozen=True, kw_only=True):
@@ -142,10 +144,11 @@ class RecordDecoder:
             or longitude is None
             or not DEVICE_ID_PATTERN.fullmatch(device_id)
             or (attributes and len(_json_encode(attributes)) > MAX_ATTRIBUTES_BYTES)
+            or not _storable(clean, attributes)
         ):
             return None
         timestamp = _timestamp(stamp)
-        if not now_ms - self._ttl_ms <= timestamp <= now_ms + FUTURE_TOLERANCE_MS:
+        if not now_ms - self._ttl_ms <= timestamp <= record.arrival_ms + FUTURE_TOLERANCE_MS:
             return None
         return Location(
             device_id=device_id,
@@ -178,8 +181,11 @@ class RecordDecoder:
         timestamp = _timestamp(_required(raw, "timestamp"))
         if timestamp < now_ms - self._ttl_ms:
             raise _Reject(Reason.TOO_OLD, "timestamp is older than the retention period")
-        if timestamp > now_ms + FUTURE_TOLERANCE_MS:
-            raise _Reject(Reason.IN_FUTURE, "timestamp is more than 5 minutes in the future")
+        if timestamp > record.arrival_ms + FUTURE_TOLERANCE_MS:
+            raise _Reject(
+                Reason.IN_FUTURE,
+                "timestamp is more than 5 minutes after the record reached the stream",
+            )
         latitude = _number(_required(raw, "latitude"), Reason.INVALID_LATITUDE, "latitude")
         if not -90.0 <= latitude <= 90.0:
             raise _Reject(Reason.INVALID_LATITUDE, "latitude must be between -90 and 90")
@@ -242,6 +248,8 @@ def _number(value: Any, reason: Reason, name: str) -> float:
         raise _Reject(reason, f"{name} is out of range") from None
     if not math.isfinite(number):
         raise _Reject(reason, f"{name} must be a finite number")
+    if problem := number_problem(number):
+        raise _Reject(reason, f"{name} {problem}")
     return number
 
 
@@ -281,6 +289,8 @@ def _attributes(raw: dict[str, Any]) -> dict[str, Scalar] | None:
             attributes[key] = value
     if not attributes:
         return None
+    if problem := value_problem(attributes):
+        raise _Reject(Reason.INVALID_ATTRIBUTES, f"attributes{problem}")
     if len(_json_encode(attributes)) > MAX_ATTRIBUTES_BYTES:
         raise _Reject(Reason.INVALID_ATTRIBUTES, "attributes exceed 2 KiB encoded")
     return attributes
@@ -290,3 +300,23 @@ def _is_scalar(value: Any) -> bool:
     if isinstance(value, float):
         return math.isfinite(value)
     return value is None or isinstance(value, str | int | bool)
+
+
+_FLOAT_FIELDS = (
+    *("latitude", "lat", "longitude", "lon"),
+    *("speed", "heading", "altitude", "accuracy", "battery"),
+)
+
+
+def _storable(clean: _Clean, attributes: dict[str, Any] | None) -> bool:
+    """Whether DynamoDB can store every number of a clean record: the common case answered
+    with comparisons; anything else goes to the slow path, which says what is wrong."""
+    for name in _FLOAT_FIELDS:
+        value = getattr(clean, name)
+        if value is not None and not (value == 0.0 or 1e-130 <= abs(value) < 1e126):
+            return False
+    if attributes:
+        for value in attributes.values():
+            if isinstance(value, int | float) and number_problem(value) is not None:
+                return False
+    return True

@@ -36,7 +36,7 @@ async def seed(
                         heading=round(math.degrees(angle) % 360, 1),
                         received_at=now_ms - (points - 1 - p) * POINT_INTERVAL_MS + 150,
                     ),
-                    stream_position(str(sequence), 0),
+                    stream_position("seed", str(sequence), 0),
                 )
             )
         await locations.put_many(track)
@@ -48,7 +48,7 @@ async def seed(
                     expected=None,
                     newest=newest.location,
                     added=points,
-                    applied_through=newest.position,
+                    applied_through={"seed": newest.position},
                 )
             ]
         )

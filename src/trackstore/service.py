@@ -7,11 +7,10 @@ from collections.abc import Callable, Sequence
 
 import msgspec
 
+from trackstore import exactly_once
 from trackstore.domain import (
     Arrival,
     Device,
-    DeviceActivity,
-    DeviceMark,
     HistoryQuery,
     Location,
     Page,
@@ -19,12 +18,11 @@ from trackstore.domain import (
     WindowQuery,
     check_device_id,
     check_limit,
-    position_order,
     stream_position,
 )
 from trackstore.errors import CONFLICT, INVALID, NOT_FOUND, UNAVAILABLE, Error
 from trackstore.ports import DeviceRepository, LocationRepository
-from trackstore.records import FUTURE_TOLERANCE_MS, RecordDecoder, Rejection
+from trackstore.records import FUTURE_TOLERANCE_MS, Reason, RecordDecoder, Rejection
 from trackstore.timefmt import DAY_MS
 
 Clock = Callable[[], int]  # epoch milliseconds
@@ -40,9 +38,10 @@ MAX_METADATA_BYTES = 4096
 
 class IngestResult(msgspec.Struct, frozen=True, kw_only=True):
     received: int
-    stored: int  # distinct valid locations written (replays included: the write is idempotent)
-    duplicates: int  # same (deviceId, timestamp) twice inside the batch
+    stored: int  # distinct locations this delivery stored and counted for the first time
+    duplicates: int  # valid records already stored: resends, replays, repeats inside the batch
     rejections: list[Rejection]
+    foreign_keys: int = 0  # records whose partition key is not their device id
 
 
 class TrackService:
@@ -68,74 +67,114 @@ class TrackService:
         """Decodes, validates and stores one batch. Idempotent: replaying a batch changes nothing.
 
         Raises Error(UNAVAILABLE) when a repository fails; nothing of the batch may then be
-        checkpointed, and replaying it later completes it exactly.
+        checkpointed, and replaying it later completes it exactly. A location the store refuses
+        as invalid (a value the record rules let through) is rejected, never retried.
         """
         now = self._clock()
         rejections: list[Rejection] = []
-        unique: dict[tuple[str, int], Arrival] = {}
-        duplicates = 0
+        unique: dict[tuple[str, int], tuple[Arrival, StreamRecord]] = {}
+        foreign_keys = 0
         for record in records:
             decoded = self._decoder.decode(record, now)
             if isinstance(decoded, Rejection):
                 rejections.append(decoded)
-            elif (key := (decoded.device_id, decoded.timestamp)) in unique:
-                duplicates += 1  # a producer's resend inside one batch: the first one stands
-            else:
-                position = stream_position(record.sequence_number, record.sub_sequence_number)
-                unique[key] = Arrival(decoded, position)
+                continue
+            if record.partition_key != decoded.device_id:
+                foreign_keys += 1
+            key = (decoded.device_id, decoded.timestamp)
+            if key not in unique:  # else a producer's resend inside one batch: the first stands
+                position = stream_position(
+                    record.shard_id, record.sequence_number, record.sub_sequence_number
+                )
+                unique[key] = (Arrival(decoded, position), record)
 
-        by_device: dict[str, list[Arrival]] = {}
-        for arrival in unique.values():
-            by_device.setdefault(arrival.location.device_id, []).append(arrival)
-        if by_device:
-            await self._store(by_device)
+        stored = 0
+        while unique:
+            by_device: dict[str, list[Arrival]] = {}
+            for arrival, _ in unique.values():
+                by_device.setdefault(arrival.location.device_id, []).append(arrival)
+            try:
+                stored = await self._store(by_device)
+                break
+            except Error as error:
+                if error.code is not INVALID:
+                    raise
+            refused = await self._unstorable([a for a, _ in unique.values()])
+            if not refused:
+                # No location is refused on its own: the device update was. Retried like an
+                # outage, and loud, since no record can be set aside for it.
+                raise Error(UNAVAILABLE, "the store refused a device update as invalid")
+            for arrival in refused:
+                key = (arrival.location.device_id, arrival.location.timestamp)
+                _, record = unique.pop(key)
+                rejections.append(
+                    Rejection(
+                        reason=Reason.UNSTORABLE,
+                        detail="the store refused a value of this record as invalid",
+                        record=record,
+                    )
+                )
+        valid = len(records) - len(rejections)
         return IngestResult(
             received=len(records),
-            stored=len(unique),
-            duplicates=duplicates,
+            stored=stored,
+            duplicates=valid - stored,
             rejections=rejections,
+            foreign_keys=foreign_keys,
         )
 
-    async def _store(self, by_device: dict[str, list[Arrival]]) -> None:
-        """Stores the batch's locations and applies each device's activity exactly once.
+    async def _unstorable(self, arrivals: list[Arrival]) -> list[Arrival]:
+        """The arrivals the store refuses, found by halving: a few calls per offender.
 
-        Each device's mark says how far its records were applied. Records at or before the
-        mark's position were applied by an earlier delivery: they are only stored if absent
-        (which they are not, unless a producer broke the one-device-one-shard rule), never
-        counted again. Of the rest, locations
-        newer than `lastSeen` cannot be stored yet, so they go out in plain batch writes and all
-        count; older ones (a producer's resend, a straggler) are stored only if absent, and count
-        only then. One conditional device update per device then applies the count and moves the
-        mark, so a crash anywhere before it leaves a replay to do the same work again, and a
-        crash after it leaves a replay nothing to do.
+        Probing with store-if-absent writes is safe: each is the write the arrival's plan would
+        make anyway, or (for a fresh one) the same item the plain write makes later.
         """
+        try:
+            await self._locations.put_new(arrivals)
+        except Error as error:
+            if error.code is not INVALID:
+                raise
+            if len(arrivals) == 1:
+                return arrivals
+            half = len(arrivals) // 2
+            return [
+                *await self._unstorable(arrivals[:half]),
+                *await self._unstorable(arrivals[half:]),
+            ]
+        return []
+
+    async def _store(self, by_device: dict[str, list[Arrival]]) -> int:
+        """Stores the batch's locations and applies each device's activity exactly once (see
+        `trackstore.exactly_once`); returns how many locations it counted."""
         for _ in range(MAX_ACTIVITY_ATTEMPTS):
             marks = await self._devices.marks(by_device.keys())
             plans = [
-                _Plan.of(device_id, arrivals, marks.get(device_id))
+                exactly_once.plan(device_id, arrivals, marks.get(device_id))
                 for device_id, arrivals in by_device.items()
             ]
             await self._locations.put_many([arrival for plan in plans for arrival in plan.fresh])
             replayed = [arrival for plan in plans for arrival in plan.replayed]
             if replayed:
                 await self._locations.put_new(replayed)
-            counted_late: dict[str, int] = {}
-            late = [arrival for plan in plans for arrival in plan.late]
-            if late:
-                for location in await self._locations.put_new(late):
-                    counted_late[location.device_id] = counted_late.get(location.device_id, 0) + 1
-            plans = [plan for plan in plans if plan.fresh or plan.late]
-            if not plans:
-                return
+            counted: dict[str, list[Location]] = {}
+            checked = [arrival for plan in plans for arrival in plan.checked]
+            if checked:
+                for location in await self._locations.put_new(checked):
+                    counted.setdefault(location.device_id, []).append(location)
+            activities = [
+                plan.activity(counted.get(plan.device_id, []))
+                for plan in plans
+                if plan.changes_device
+            ]
+            if not activities:
+                return 0
             try:
-                await self._devices.apply_activity(
-                    [plan.activity(counted_late.get(plan.device_id, 0)) for plan in plans]
-                )
+                await self._devices.apply_activity(activities)
             except Error as error:
                 if error.code is not CONFLICT:
                     raise
                 continue
-            return
+            return sum(activity.added for activity in activities)
         raise Error(UNAVAILABLE, "device records kept changing under this batch", retry_after=1)
 
     # -- queries --------------------------------------------------------------------------------
@@ -211,51 +250,3 @@ class TrackService:
 
         locations, devices = await asyncio.gather(check(self._locations), check(self._devices))
         return {"locations": locations, "devices": devices}
-
-
-class _Plan(msgspec.Struct, frozen=True, kw_only=True):
-    """One device's share of a batch, sorted against the device's mark."""
-
-    device_id: str
-    mark: DeviceMark | None
-    fresh: list[Arrival]
-    late: list[Arrival]
-    replayed: list[Arrival]
-    applied_through: str
-
-    @classmethod
-    def of(cls, device_id: str, arrivals: list[Arrival], mark: DeviceMark | None) -> _Plan:
-        orders = [position_order(a.position) for a in arrivals]
-        replayed: list[Arrival] = []
-        if mark is not None and mark.applied_through is not None:
-            done = position_order(mark.applied_through)
-            replayed = [a for a, order in zip(arrivals, orders, strict=True) if order <= done]
-            if replayed:
-                kept = [(a, o) for a, o in zip(arrivals, orders, strict=True) if o > done]
-                arrivals, orders = [a for a, _ in kept], [o for _, o in kept]
-        last_seen = mark.last_seen if mark is not None else None
-        if last_seen is None:
-            fresh, late = arrivals, []
-        else:
-            fresh = [a for a in arrivals if a.location.timestamp > last_seen]
-            late = [a for a in arrivals if a.location.timestamp <= last_seen]
-        last = max(range(len(orders)), key=orders.__getitem__, default=None)
-        return cls(
-            device_id=device_id,
-            mark=mark,
-            fresh=fresh,
-            late=late,
-            replayed=replayed,
-            applied_through="" if last is None else arrivals[last].position,
-        )
-
-    def activity(self, counted_late: int) -> DeviceActivity:
-        return DeviceActivity(
-            device_id=self.device_id,
-            expected=self.mark,
-            newest=max((a.location for a in self.fresh), key=lambda loc: loc.timestamp)
-            if self.fresh
-            else None,
-            added=len(self.fresh) + counted_late,
-            applied_through=self.applied_through,
-        )

@@ -7,7 +7,16 @@ from typing import Any
 import pytest
 
 from tests.contract.conftest import Repos
-from tests.helpers import RECENT_MS, SECOND_MS, activity, all_pages, arrived, location, new_position
+from tests.helpers import (
+    RECENT_MS,
+    SECOND_MS,
+    activity,
+    all_pages,
+    arrived,
+    location,
+    mark,
+    new_position,
+)
 from trackstore.domain import Device, DeviceMark, HistoryQuery, Location
 from trackstore.errors import CONFLICT, INVALID, Error
 from trackstore.paging import encode_token
@@ -78,9 +87,7 @@ async def test_activity_on_a_new_device_creates_it_with_its_mark(repos: Repos) -
     created = await device(repos)
     assert seen(created) == (T0 + 3 * SECOND_MS, at(3, speed=12.5), 2)
     assert (created.registered_at, created.name, created.metadata) == (None, None, None)
-    assert await mark_of(repos) == DeviceMark(
-        last_seen=T0 + 3 * SECOND_MS, applied_through=position
-    )
+    assert await mark_of(repos) == mark(T0 + 3 * SECOND_MS, position)
 
 
 async def test_activity_against_the_current_mark_advances_the_device(repos: Repos) -> None:
@@ -111,8 +118,8 @@ async def test_activity_of_several_devices_in_one_call(repos: Repos) -> None:
     assert seen(await device(repos, "bus-1")) == (T0 + 2 * SECOND_MS, at(2, "bus-1"), 2)
     assert seen(await device(repos, "bus-2")) == (T0 + 5 * SECOND_MS, at(5, "bus-2"), 2)
     assert await repos.devices.marks(["bus-1", "bus-2"]) == {
-        "bus-1": DeviceMark(last_seen=T0 + 2 * SECOND_MS, applied_through=through_1),
-        "bus-2": DeviceMark(last_seen=T0 + 5 * SECOND_MS, applied_through=through_2),
+        "bus-1": mark(T0 + 2 * SECOND_MS, through_1),
+        "bus-2": mark(T0 + 5 * SECOND_MS, through_2),
     }
 
 
@@ -160,8 +167,8 @@ async def test_activity_against_a_stale_mark_is_a_conflict_that_changes_only_tha
     assert seen(await device(repos, "bus-0")) == (T0 + 7 * SECOND_MS, at(7, "bus-0"), 1)
     assert seen(await device(repos, "bus-2")) == (T0 + 6 * SECOND_MS, at(6, "bus-2"), 3)
     assert await repos.devices.marks(["bus-0", "bus-2"]) == {
-        "bus-0": DeviceMark(last_seen=T0 + 7 * SECOND_MS, applied_through=through_0),
-        "bus-2": DeviceMark(last_seen=T0 + 6 * SECOND_MS, applied_through=through_2),
+        "bus-0": mark(T0 + 7 * SECOND_MS, through_0),
+        "bus-2": mark(T0 + 6 * SECOND_MS, through_2),
     }
 
 
@@ -198,9 +205,7 @@ async def test_a_newest_not_newer_than_last_seen_still_counts_and_moves_the_mark
     )
 
     assert seen(await device(repos)) == (T0 + 20 * SECOND_MS, at(20), 3)
-    assert await mark_of(repos) == DeviceMark(
-        last_seen=T0 + 20 * SECOND_MS, applied_through=position
-    )
+    assert await mark_of(repos) == mark(T0 + 20 * SECOND_MS, position)
 
 
 async def test_last_seen_never_moves_backwards(repos: Repos) -> None:
@@ -228,9 +233,7 @@ async def test_a_counted_late_location_adds_one_without_a_newest(repos: Repos) -
     )
 
     assert seen(await device(repos)) == (T0 + 10 * SECOND_MS, at(10), 2)
-    assert await mark_of(repos) == DeviceMark(
-        last_seen=T0 + 10 * SECOND_MS, applied_through=position
-    )
+    assert await mark_of(repos) == mark(T0 + 10 * SECOND_MS, position)
 
 
 async def test_an_activity_that_adds_nothing_still_moves_the_mark(repos: Repos) -> None:
@@ -243,9 +246,7 @@ async def test_an_activity_that_adds_nothing_still_moves_the_mark(repos: Repos) 
     )
 
     assert seen(await device(repos)) == (T0 + 10 * SECOND_MS, at(10), 1)
-    assert await mark_of(repos) == DeviceMark(
-        last_seen=T0 + 10 * SECOND_MS, applied_through=position
-    )
+    assert await mark_of(repos) == mark(T0 + 10 * SECOND_MS, position)
 
 
 async def test_activity_on_a_registered_device_without_a_mark_expects_none(repos: Repos) -> None:
@@ -258,9 +259,7 @@ async def test_activity_on_a_registered_device_without_a_mark_expects_none(repos
     after = await device(repos)
     assert (after.name, after.metadata, after.registered_at) == ("Bus one", {"depot": "north"}, T0)
     assert seen(after) == (T0 + 2 * SECOND_MS, at(2), 1)
-    assert await mark_of(repos) == DeviceMark(
-        last_seen=T0 + 2 * SECOND_MS, applied_through=position
-    )
+    assert await mark_of(repos) == mark(T0 + 2 * SECOND_MS, position)
 
 
 # -- get, list, register -------------------------------------------------------------------------

@@ -160,3 +160,111 @@ async def test_a_record_behind_the_mark_from_another_shard_is_still_stored(repos
 
 def later_ms(second: int) -> int:
     return RECENT_MS + second * SECOND_MS
+
+
+# -- a device's records on more than one shard -----------------------------------------------
+
+SHARD_A = "shardId-000000000001"
+SHARD_B = "shardId-000000000002"
+
+
+def on(shard: str, second: int, device_id: str = "bus-1") -> StreamRecord:
+    """A record of the device delivered on `shard`, numbered by that shard alone (every shard's
+    numbers start at the same value, as they may on Kinesis)."""
+    body = payload(deviceId=device_id, timestamp=RECENT_MS + second * SECOND_MS)
+    return stream_record(body, arrival_ms=RECENT_MS + second * SECOND_MS + 300, shard_id=shard)
+
+
+@pytest.mark.parametrize(
+    "moves",
+    [
+        pytest.param([SHARD_A, SHARD_B], id="a-to-b"),
+        pytest.param([SHARD_B, SHARD_A], id="b-to-a"),
+        pytest.param([SHARD_A, SHARD_B, SHARD_A, SHARD_B], id="back-and-forth"),
+    ],
+)
+async def test_a_device_moving_between_shards_is_counted_exactly(
+    repos: Repos, moves: list[str]
+) -> None:
+    second = 0
+    for shard in moves:
+        batch = [on(shard, second + s) for s in range(1, 6)]
+        second += 5
+        result = await service(repos).ingest(batch)
+        assert result.stored == 5
+
+        await service(repos).ingest(batch)  # each delivered twice
+
+    device, stored = await state(repos)
+    assert len(stored) == 5 * len(moves)
+    assert device.total_updates == 5 * len(moves)
+    assert device.last_seen == RECENT_MS + second * SECOND_MS
+    assert device.last_location.timestamp == RECENT_MS + second * SECOND_MS
+
+
+async def test_two_shards_interleaving_one_device_count_each_location_once(repos: Repos) -> None:
+    a = [on(SHARD_A, s) for s in (1, 3, 5, 7)]
+    b = [on(SHARD_B, s) for s in (2, 4, 6, 8)]
+    for batch in ([a[0], a[1]], [b[0]], [a[2]], [b[1], b[2]], [a[3]], [b[3]]):
+        await service(repos).ingest(batch)
+    # A producer's resend of one location on the other shard, then every batch replayed.
+    await service(repos).ingest([resent(a[1], arrival_ms=NOW, shard_id=SHARD_B)])
+    for batch in (a, b):
+        await service(repos).ingest(batch)
+
+    device, stored = await state(repos)
+    assert len(stored) == 8
+    assert device.total_updates == 8
+    assert device.last_seen == RECENT_MS + 8 * SECOND_MS
+
+
+async def test_a_crash_after_a_move_then_the_replay_counts_once(repos: Repos) -> None:
+    await service(repos).ingest([on(SHARD_A, s) for s in (1, 2)])
+    moved = [on(SHARD_B, s) for s in (3, 4)]
+    crashing = CrashOnce(repos.devices)
+
+    with pytest.raises(Error):
+        await service(repos, crashing).ingest(moved)
+    await service(repos).ingest(moved)
+    await service(repos).ingest(moved)
+
+    device, stored = await state(repos)
+    assert (len(stored), device.total_updates) == (4, 4)
+    assert device.last_seen == RECENT_MS + 4 * SECOND_MS
+
+
+async def test_the_stored_count_is_distinct_new_locations_not_deliveries(repos: Repos) -> None:
+    batch = [record(s) for s in (1, 2, 3)]
+
+    first = await service(repos).ingest(batch)
+    again = await service(repos).ingest(batch)
+
+    assert (first.stored, first.duplicates) == (3, 0)
+    assert (again.stored, again.duplicates) == (0, 3)
+
+
+# -- values at DynamoDB's edges ----------------------------------------------------------------
+
+
+async def test_numbers_at_dynamodbs_edges_are_stored_and_read_back(repos: Repos) -> None:
+    edges = {"altitude": 1e40, "speed": 9.9e125, "accuracy": 1e-130, "heading": 1e-7}
+    attributes = {"big": 10**40, "tiny": 1.5e-20, "long": 10**37 + 1, "neg": -2.5e100}
+    batch = [record(1, **edges, attributes=attributes)]
+
+    result = await service(repos).ingest(batch)
+
+    assert (result.stored, result.rejections) == (1, [])
+    _, stored = await state(repos)
+    (location,) = stored
+    assert (location.altitude, location.speed, location.accuracy, location.heading) == (
+        1e40,
+        9.9e125,
+        1e-130,
+        1e-7,
+    )
+    back = location.attributes or {}
+    assert back["long"] == 10**37 + 1
+    # DynamoDB hands a number back without its exponent: the same number, maybe as an integer.
+    assert float(back["big"]) == 1e40
+    assert back["tiny"] == 1.5e-20
+    assert float(back["neg"]) == -2.5e100

@@ -11,6 +11,7 @@ from tests.contract.conftest import Repos
 from tests.helpers import (
     RECENT_MS,
     SECOND_MS,
+    SHARD_ID,
     all_pages,
     arrived,
     location,
@@ -170,10 +171,12 @@ async def test_put_new_from_another_position_keeps_the_first_write(repos: Repos)
 async def test_put_new_tells_the_same_sequence_number_apart_by_sub_sequence(repos: Repos) -> None:
     # records deaggregated from one KPL record share their sequence number
     sequence = new_sequence_number()
-    await repos.locations.put_new([Arrival(at(3, latitude=10.0), stream_position(sequence, 0))])
+    await repos.locations.put_new(
+        [Arrival(at(3, latitude=10.0), stream_position(SHARD_ID, sequence, 0))]
+    )
 
     counted = await repos.locations.put_new(
-        [Arrival(at(3, latitude=20.0), stream_position(sequence, 1))]
+        [Arrival(at(3, latitude=20.0), stream_position(SHARD_ID, sequence, 1))]
     )
 
     assert counted == []

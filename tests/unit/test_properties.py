@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import math
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -23,6 +24,7 @@ from hypothesis import strategies as st
 
 from tests.helpers import NOW_MS, TTL_MS, payload, stream_record, with_raw_value
 from trackstore.domain import DEVICE_ID_PATTERN, Location, StreamRecord
+from trackstore.dynamodb.items import location_from_item, location_item
 from trackstore.errors import INVALID, Error
 from trackstore.paging import MAX_TOKEN_LENGTH, decode_token, encode_token
 from trackstore.records import (
@@ -194,6 +196,26 @@ def _put(body: dict[str, Any], name: str, value: Any, spelling: str) -> None:
         body[ALIASES[name]] = value
 
 
+def dynamodb_can_store(number: float) -> bool:
+    """DynamoDB's number rule, written from its documentation: zero, or 38 significant digits
+    at most with a magnitude from 1E-130 to below 1E+126. A float counts by its shortest repr."""
+    value = Decimal(repr(number)) if isinstance(number, float) else Decimal(number)
+    if value == 0:
+        return True
+    digits = value.normalize().as_tuple().digits
+    return len(digits) <= 38 and -130 <= value.adjusted() <= 125
+
+
+def _numbers_in(value: Any) -> list[float]:
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int | float):
+        return [value]
+    if isinstance(value, dict):
+        return [n for item in value.values() for n in _numbers_in(item)]
+    return []
+
+
 @st.composite
 def valid_records(draw: st.DrawFn) -> tuple[dict[str, Any], Location | Reason]:
     """A record by the contract's rules, and the Location it must decode to (or, when its kept
@@ -233,6 +255,12 @@ def valid_records(draw: st.DrawFn) -> tuple[dict[str, Any], Location | Reason]:
         body["attributes"] = explicit
         kept.update(explicit)  # an explicit attribute wins over a top-level field of its name
 
+    measured = {"latitude": latitude, "longitude": longitude, **optional}
+    for name in ("latitude", "longitude", *OPTIONAL_NUMBERS):
+        if name in measured and not dynamodb_can_store(float(measured[name])):
+            return body, Reason(f"invalid_{name}")
+    if kept and not all(dynamodb_can_store(v) for v in _numbers_in(kept)):
+        return body, Reason.INVALID_ATTRIBUTES
     if kept and len(msgspec.json.encode(kept)) > MAX_ATTRIBUTES_BYTES:
         return body, Reason.INVALID_ATTRIBUTES
     return body, Location(
@@ -520,3 +548,46 @@ def test_formatted_times_are_iso_8601_and_parse_back(ms: int) -> None:
     moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
     assert text == moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
     assert parse_iso(text) == ms
+
+
+def _item_numbers(value: Any) -> list[str]:
+    """Every N of a DynamoDB item, however deep."""
+    if isinstance(value, dict):
+        if set(value) == {"N"}:
+            return [value["N"]]
+        return [n for item in value.values() for n in _item_numbers(item)]
+    if isinstance(value, list):
+        return [n for item in value for n in _item_numbers(item)]
+    return []
+
+
+def _same_number(a: Any, b: Any) -> bool:
+    if isinstance(a, int | float) and not isinstance(a, bool):
+        return Decimal(repr(a) if isinstance(a, float) else a) == Decimal(
+            repr(b) if isinstance(b, float) else b
+        )
+    return bool(a == b)
+
+
+@PROPERTY
+@given(valid_records())
+def test_every_accepted_location_is_an_item_dynamodb_stores_and_reads_back_equal(
+    case: tuple[dict[str, Any], Location | Reason],
+) -> None:
+    body, _ = case
+    _, result = _decode(body)
+    if not isinstance(result, Location):
+        return
+    item = location_item(result, TTL_MS, 8)
+    for text in _item_numbers(item):
+        assert "e" not in text.lower(), text
+        assert dynamodb_can_store(int(text) if text.lstrip("-").isdigit() else float(text)), text
+        digits = text.lstrip("-").replace(".", "").strip("0")
+        assert len(digits) <= 38, text
+    back = location_from_item(item)
+    assert msgspec.structs.replace(back, attributes=None) == msgspec.structs.replace(
+        result, attributes=None
+    )
+    assert (back.attributes or {}).keys() == (result.attributes or {}).keys()
+    for name, value in (result.attributes or {}).items():
+        assert _same_number(value, (back.attributes or {})[name]), name

@@ -244,11 +244,26 @@ def test_records_at_the_edges_of_the_clock_window_are_accepted(timestamp: Any) -
     assert isinstance(decode(payload(timestamp=timestamp)), Location)
 
 
-def test_the_window_follows_the_given_clock_not_the_wall_clock() -> None:
-    later = NOW_MS + 10 * DAY_MS
+def test_the_future_is_judged_against_the_records_arrival_so_a_replay_decides_the_same() -> None:
+    ahead = NOW_MS + 6 * 60 * 1000  # six minutes after the record reached the stream
+    body = payload(timestamp=ahead)
 
-    assert rejected(payload(timestamp=later)) is Reason.IN_FUTURE
-    assert accepted(payload(timestamp=later), now_ms=later).timestamp == later
+    assert rejected(body) is Reason.IN_FUTURE
+    # Replayed an hour later: the consumer's clock has passed the timestamp, the decision stays.
+    assert rejected(body, now_ms=NOW_MS + HOUR_MS) is Reason.IN_FUTURE
+    # The slow path (an unknown field keeps the record off the fast one) decides the same.
+    assert rejected({**body, "extra": 1}, now_ms=NOW_MS + HOUR_MS) is Reason.IN_FUTURE
+    # Four minutes ahead of its arrival is within the tolerance, whenever it is delivered.
+    within = payload(timestamp=NOW_MS + 4 * 60 * 1000)
+    assert accepted(within).timestamp == NOW_MS + 4 * 60 * 1000
+    assert accepted(within, now_ms=NOW_MS - HOUR_MS).timestamp == NOW_MS + 4 * 60 * 1000
+
+
+def test_the_retention_edge_follows_the_given_clock() -> None:
+    old = NOW_MS - 29 * DAY_MS
+
+    assert accepted(payload(timestamp=old)).timestamp == old
+    assert rejected(payload(timestamp=old), now_ms=NOW_MS + 2 * DAY_MS) is Reason.TOO_OLD
 
 
 # -- latitude and longitude ----------------------------------------------------------------------
@@ -604,3 +619,58 @@ def test_the_fast_path_agrees_with_the_full_rules_on_a_realistic_mix() -> None:
                 answered += 1
                 assert fast == decoder._location(record, NOW_MS) == full
     assert answered > 500
+
+
+# -- values DynamoDB cannot store ----------------------------------------------------------------
+
+FORTY_ONE_DIGITS = 12345678901234567890123456789012345678901
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        pytest.param({"altitude": 1e126}, Reason.INVALID_ALTITUDE, id="altitude-overflow"),
+        pytest.param({"altitude": 1e-131}, Reason.INVALID_ALTITUDE, id="altitude-underflow"),
+        pytest.param({"speed": 1e300}, Reason.INVALID_SPEED, id="speed-overflow"),
+        pytest.param({"accuracy": 5e-324}, Reason.INVALID_ACCURACY, id="accuracy-subnormal"),
+        pytest.param({"latitude": 1e-200}, Reason.INVALID_LATITUDE, id="latitude-underflow"),
+        pytest.param(
+            {"lon": -1e-140, "longitude": OMIT}, Reason.INVALID_LONGITUDE, id="legacy-lon-underflow"
+        ),
+        pytest.param({"battery": 1e-135}, Reason.INVALID_BATTERY, id="battery-underflow"),
+        pytest.param({"heading": 2e-300}, Reason.INVALID_HEADING, id="heading-underflow"),
+        pytest.param(
+            {"attributes": {"n": 1e200}}, Reason.INVALID_ATTRIBUTES, id="attribute-overflow"
+        ),
+        pytest.param(
+            {"attributes": {"n": FORTY_ONE_DIGITS}}, Reason.INVALID_ATTRIBUTES, id="attribute-41"
+        ),
+        pytest.param({"quality_score": 1e300}, Reason.INVALID_ATTRIBUTES, id="legacy-extra"),
+        pytest.param({"odometer": -1e-150}, Reason.INVALID_ATTRIBUTES, id="unknown-field"),
+    ],
+)
+def test_numbers_dynamodb_cannot_store_are_rejected_with_the_fields_reason(
+    fields: dict[str, Any], reason: Reason
+) -> None:
+    result = decode(payload(**fields))
+    assert isinstance(result, Rejection), result
+    assert result.reason is reason
+    assert "DynamoDB" in result.detail or "significant digits" in result.detail
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param({"altitude": 1e40}, id="1e40"),
+        pytest.param({"altitude": 9.9e125}, id="largest"),
+        pytest.param({"accuracy": 1e-130}, id="smallest"),
+        pytest.param({"attributes": {"n": 10**40}}, id="long-int-one-digit"),
+        pytest.param({"attributes": {"n": 10**38 - 1}}, id="38-digits"),
+        pytest.param({"quality_score": 1e40}, id="legacy-1e40"),
+        pytest.param({"altitude": 0.0}, id="zero"),
+        # A measurement is a float: 41 digits become 17, which DynamoDB stores.
+        pytest.param({"altitude": FORTY_ONE_DIGITS}, id="measurement-41-digits"),
+    ],
+)
+def test_numbers_at_dynamodbs_edges_are_kept(fields: dict[str, Any]) -> None:
+    assert isinstance(decode(payload(**fields)), Location)

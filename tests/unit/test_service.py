@@ -19,6 +19,7 @@ from tests.helpers import (
     TTL_DAYS,
     TTL_MS,
     all_pages,
+    mark,
     new_sequence_number,
     payload,
     position_of,
@@ -423,10 +424,8 @@ async def test_a_batch_retried_after_another_writer_moved_last_seen_counts_every
     assert (bus_2.last_seen, bus_2.total_updates) == (NOW_MS - 2 * MINUTE_MS, 1)
     marks = await world.devices.marks(["bus-1", "bus-2"])
     assert marks == {
-        "bus-1": DeviceMark(last_seen=NOW_MS - MINUTE_MS, applied_through=position_of(newer)),
-        "bus-2": DeviceMark(
-            last_seen=NOW_MS - 2 * MINUTE_MS, applied_through=position_of(a_batch[1])
-        ),
+        "bus-1": mark(NOW_MS - MINUTE_MS, position_of(newer)),
+        "bus-2": mark(NOW_MS - 2 * MINUTE_MS, position_of(a_batch[1])),
     }
 
 
@@ -441,9 +440,11 @@ async def test_a_crash_after_put_new_then_a_replay_counts_the_late_location_once
     with pytest.raises(SimulatedCrash):
         await world.service.ingest(batch)
 
-    # put_new stored the late location; nothing was counted yet
+    # put_new stored the late location; nothing was counted yet (the first batch went through
+    # put_new too: the device's mark had never seen the shard)
     assert [[a.location.timestamp for a in call] for call in crashing.calls] == [
-        [NOW_MS - 10 * MINUTE_MS]
+        [NOW_MS - MINUTE_MS],
+        [NOW_MS - 10 * MINUTE_MS],
     ]
     stored, device, _ = await world.tables()
     assert [loc.timestamp for loc in stored] == [
@@ -460,8 +461,8 @@ async def test_a_crash_after_put_new_then_a_replay_counts_the_late_location_once
     assert device.total_updates == 3
     assert device.last_seen == NOW_MS - 30 * SECOND_MS
     assert [loc.speed for loc in await world.stored()] == [7.0, None, None]
-    assert (await world.devices.marks(["bus-1"]))["bus-1"] == DeviceMark(
-        last_seen=NOW_MS - 30 * SECOND_MS, applied_through=position_of(batch[-1])
+    assert (await world.devices.marks(["bus-1"]))["bus-1"] == mark(
+        NOW_MS - 30 * SECOND_MS, position_of(batch[-1])
     )
     after = await world.tables()
 
@@ -499,8 +500,8 @@ async def test_kpl_records_sharing_a_sequence_number_are_each_applied_and_replay
     device = await world.device()
     assert (device.total_updates, device.last_seen) == (13, NOW_MS + 30 * SECOND_MS)
     assert len(await world.stored()) == 13
-    assert (await world.devices.marks(["bus-1"]))["bus-1"] == DeviceMark(
-        last_seen=NOW_MS + 30 * SECOND_MS, applied_through=position_of(kpl[11])
+    assert (await world.devices.marks(["bus-1"]))["bus-1"] == mark(
+        NOW_MS + 30 * SECOND_MS, position_of(kpl[11])
     )
     after = await world.tables()
 
@@ -768,7 +769,10 @@ async def test_devices_pages_through_every_device() -> None:
 
 # -- the core imports no adapter and no framework ------------------------------------------------
 
-CORE_MODULES = ("domain", "errors", "ports", "records", "service", "timefmt", "paging", "clock")
+CORE_MODULES = (
+    *("domain", "errors", "ports", "records", "service", "exactly_once", "values"),
+    *("timefmt", "paging", "clock"),
+)
 ALLOWED_THIRD_PARTY = {"msgspec"}
 
 
@@ -833,3 +837,49 @@ def test_the_core_imports_only_the_standard_library_msgspec_and_the_core(name: s
     path = Path(trackstore.__file__).parent / f"{name}.py"
 
     assert foreign_imports(path.read_text(encoding="utf-8"), f"trackstore.{name}") == []
+
+
+class RefusingLocations:
+    """A LocationRepository that refuses, as DynamoDB refuses an unstorable value, every write
+    holding a location whose `battery` is 13.0 (a stand-in for a value the rules let through)."""
+
+    def __init__(self, locations: Any) -> None:
+        self._locations = locations
+        self.refused_calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._locations, name)
+
+    def _check(self, arrivals: Any) -> None:
+        if any(a.location.battery == 13.0 for a in arrivals):
+            self.refused_calls += 1
+            raise Error(INVALID, "refused")
+
+    async def put_many(self, arrivals: Any) -> None:
+        self._check(arrivals)
+        await self._locations.put_many(arrivals)
+
+    async def put_new(self, arrivals: Any) -> Any:
+        self._check(arrivals)
+        return await self._locations.put_new(arrivals)
+
+
+async def test_a_location_the_store_refuses_is_rejected_and_the_rest_stored_and_counted() -> None:
+    world = World(wrap_locations=RefusingLocations)
+    await world.service.ingest([at(-10 * SECOND_MS)])  # the shard is known: later ones are fresh
+    batch = [at(-s * SECOND_MS, battery=13.0 if s in (4, 7) else 50.0) for s in range(9, 0, -1)]
+
+    result = await world.service.ingest(batch)
+
+    assert sorted(r.record.sequence_number for r in result.rejections) == sorted(
+        batch[i].sequence_number for i in (2, 5)
+    )
+    assert {r.reason for r in result.rejections} == {Reason.UNSTORABLE}
+    assert result.stored == 7
+    device = await world.device()
+    assert device.total_updates == 8
+    assert len(await world.stored()) == 8
+    assert device.last_seen == NOW_MS - SECOND_MS
+    refusing = world.locations
+    assert isinstance(refusing, RefusingLocations)
+    assert refusing.refused_calls <= 8  # found by halving, not one call per record

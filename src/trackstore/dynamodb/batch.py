@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from trackstore.backoff import Backoff
-from trackstore.dynamodb.client import translate
+from trackstore.dynamodb.client import translate_write
 from trackstore.dynamodb.items import Item
 from trackstore.errors import UNAVAILABLE, Error
 
@@ -35,7 +35,8 @@ class BatchWriter:
         self.retries = 0  # UnprocessedItems rounds, for metrics and tests
 
     async def put(self, items: Sequence[Item]) -> None:
-        """Writes every item or raises Error(UNAVAILABLE); a repeated key keeps its last item,
+        """Writes every item, or raises Error(UNAVAILABLE), or Error(INVALID) when DynamoDB
+        refuses a value (then the other chunks may be written); a repeated key keeps its last item,
         since DynamoDB refuses a batch that names one key twice."""
         unique = list({self._key(item): item for item in items}.values())
         if not unique:
@@ -54,7 +55,7 @@ class BatchWriter:
                         RequestItems={self._table: requests}
                     )
                 except Exception as exc:
-                    error = translate(exc, f"write to {self._table}")
+                    error = translate_write(exc, f"write to {self._table}")
                     if error.code is not UNAVAILABLE or time.monotonic() > deadline:
                         raise error from exc
                     response = {"UnprocessedItems": {self._table: requests}}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
@@ -13,8 +14,10 @@ from botocore.exceptions import ClientError
 
 from trackstore import aws
 from trackstore.aws import TracedClient, answer_decoder, aws_session, client_config
-from trackstore.errors import Error
+from trackstore.errors import INVALID, Error
 from trackstore.metrics import Metrics
+
+log = logging.getLogger(__name__)
 
 
 @asynccontextmanager
@@ -65,6 +68,19 @@ def translate(exc: Exception, what: str) -> Error:
     return aws.translate(exc, what, "DynamoDB")
 
 
+def translate_write(exc: Exception, what: str) -> Error:
+    """As `translate`, except that a ValidationException (a value DynamoDB cannot store: no
+    retry fixes it) is Error(INVALID), so the caller can set the offending record aside
+    instead of retrying the batch for ever."""
+    if isinstance(exc, ClientError) and aws.error_code(exc) == "ValidationException":
+        log.warning(
+            "DynamoDB refused a write as invalid",
+            extra={"what": what, "error": str(exc.response.get("Error", {}).get("Message"))},
+        )
+        return Error(INVALID, f"{what}: DynamoDB refused a value as invalid")
+    return translate(exc, what)
+
+
 async def conditional(write: Awaitable[dict[str, Any]], what: str) -> dict[str, Any] | None:
     """The response of a conditional write, or None when its condition did not hold: an
     expected outcome (someone else got there first), not an error."""
@@ -73,7 +89,7 @@ async def conditional(write: Awaitable[dict[str, Any]], what: str) -> dict[str, 
     except ClientError as exc:
         if aws.error_code(exc) == "ConditionalCheckFailedException":
             return None
-        raise translate(exc, what) from exc
+        raise translate_write(exc, what) from exc
     except Exception as exc:
         raise translate(exc, what) from exc
 

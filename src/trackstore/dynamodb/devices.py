@@ -1,8 +1,9 @@
 """DeviceRepository on the Devices table (`deviceId`).
 
-Besides the contract's attributes, an item carries `appliedThrough`: the stream position up to
-which the device's records have been counted. Every activity update is conditional on it and on
-`lastSeen` being what the batch read, which is what makes a replayed batch change nothing.
+Besides the contract's attributes, an item carries `appliedThrough`: a map from shard id to the
+stream position up to which that shard's records of the device have been counted. Every activity
+update is conditional on `lastSeen` and on the marks of the batch's shards being what the batch
+read, which is what makes a replayed batch change nothing.
 """
 
 from __future__ import annotations
@@ -42,11 +43,15 @@ class DynamoDeviceRepository:
         marks: dict[str, DeviceMark] = {}
         for items in await asyncio.gather(*(self._get_marks(chunk) for chunk in chunks)):
             for item in items:
-                if "lastSeen" not in item:
+                # A string is a mark from before marks were kept per shard: no shard is known.
+                through = item.get(APPLIED_THROUGH, {}).get("M")
+                if "lastSeen" not in item and through is None:
                     continue  # registered, never reported
                 marks[item["deviceId"]["S"]] = DeviceMark(
-                    last_seen=int(item["lastSeen"]["N"]),
-                    applied_through=item[APPLIED_THROUGH]["S"] if APPLIED_THROUGH in item else None,
+                    last_seen=int(item["lastSeen"]["N"]) if "lastSeen" in item else None,
+                    applied_through=None
+                    if through is None
+                    else {shard: value["S"] for shard, value in through.items()},
                 )
         return marks
 
@@ -86,24 +91,36 @@ class DynamoDeviceRepository:
 
     async def _apply(self, activity: DeviceActivity) -> bool:
         names = {"#at": APPLIED_THROUGH}
-        values: dict[str, Any] = {
-            ":at": {"S": activity.applied_through},
-            ":added": {"N": str(activity.added)},
-        }
-        updates = ["#at = :at"]
-        expected = activity.expected
-        if expected is None:
-            condition = "attribute_not_exists(lastSeen)"
+        values: dict[str, Any] = {":added": {"N": str(activity.added)}}
+        updates: list[str] = []
+        expected = activity.expected or DeviceMark()
+        if expected.last_seen is None:
+            conditions = ["attribute_not_exists(lastSeen)"]
         else:
             values[":seen"] = {"N": str(expected.last_seen)}
-            condition = "lastSeen = :seen AND "
-            if expected.applied_through is None:
-                condition += "attribute_not_exists(#at)"
-            else:
-                values[":was"] = {"S": expected.applied_through}
-                condition += "#at = :was"
+            conditions = ["lastSeen = :seen"]
+        if expected.applied_through is None:
+            # No per-shard marks yet: the map is written whole (a nested SET needs its parent).
+            values[":at"] = {"M": {s: {"S": p} for s, p in activity.applied_through.items()}}
+            values[":string"] = {"S": "S"}
+            updates.append("#at = :at")
+            conditions.append("(attribute_not_exists(#at) OR attribute_type(#at, :string))")
+        else:
+            values[":map"] = {"S": "M"}
+            conditions.append("attribute_type(#at, :map)")
+            for i, (shard, position) in enumerate(activity.applied_through.items()):
+                names[f"#s{i}"] = shard
+                values[f":p{i}"] = {"S": position}
+                updates.append(f"#at.#s{i} = :p{i}")
+                was = expected.through(shard)
+                if was is None:
+                    conditions.append(f"attribute_not_exists(#at.#s{i})")
+                else:
+                    values[f":w{i}"] = {"S": was}
+                    conditions.append(f"#at.#s{i} = :w{i}")
+        condition = " AND ".join(conditions)
         newest = activity.newest
-        last_seen = expected.last_seen if expected is not None else None
+        last_seen = expected.last_seen
         if newest is not None and (last_seen is None or newest.timestamp > last_seen):
             updates += ["lastSeen = :ls", "lastLocation = :loc", "#st = :active"]
             names["#st"] = "status"

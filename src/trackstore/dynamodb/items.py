@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+from decimal import Decimal
 from typing import Any
 
 from trackstore.domain import Device, Location, Scalar
@@ -21,7 +22,12 @@ _OPTIONAL = ("speed", "heading", "altitude", "accuracy", "battery")
 
 
 def number(value: float) -> dict[str, str]:
-    """A DynamoDB N. repr is the shortest exact form; exponents are spelled out as decimals."""
+    """A DynamoDB N: repr's shortest exact digits (at most 17), written out without an exponent.
+
+    Spelling a float's binary value out in full (`format(x, ".17f")`) gave 1e40 41 significant
+    digits, which DynamoDB refuses, and wrote 1e-20 as "0". The record rules
+    (trackstore.values) have already refused what no spelling could store.
+    """
     if isinstance(value, int):
         return {"N": str(value)}
     text = repr(value)
@@ -29,7 +35,7 @@ def number(value: float) -> dict[str, str]:
     if "e" in text or "n" in text:
         if not math.isfinite(value):
             raise ValueError(f"DynamoDB cannot store {value}")
-        text = format(value, ".17f").rstrip("0").rstrip(".") or "0"
+        text = format(Decimal(text), "f")
     return {"N": text}
 
 

@@ -22,8 +22,9 @@ from trackstore.domain import (
     Page,
     WindowQuery,
 )
-from trackstore.errors import CONFLICT, UNAVAILABLE, Error
+from trackstore.errors import CONFLICT, INVALID, UNAVAILABLE, Error
 from trackstore.paging import decode_token, encode_token, key_field
+from trackstore.values import location_problem
 
 
 class _Track:
@@ -69,6 +70,7 @@ class MemoryLocationRepository:
 
     async def put_many(self, arrivals: Sequence[Arrival]) -> None:
         self._store.check()
+        _refuse_unstorable(arrivals)
         for arrival in arrivals:
             track = self._store.track(arrival.location.device_id)
             track.put(arrival.location)
@@ -76,6 +78,7 @@ class MemoryLocationRepository:
 
     async def put_new(self, arrivals: Sequence[Arrival]) -> list[Location]:
         self._store.check()
+        _refuse_unstorable(arrivals)
         counted = []
         for arrival in arrivals:
             location = arrival.location
@@ -158,7 +161,8 @@ class MemoryDeviceRepository:
         moved: list[str] = []
         for activity in activities:
             device_id = activity.device_id
-            if self._store.marks.get(device_id) != activity.expected:
+            mark = self._store.marks.get(device_id, DeviceMark())
+            if not _still(mark, activity):
                 moved.append(device_id)
                 continue
             device = self._store.devices.get(device_id) or Device(device_id=device_id)
@@ -173,7 +177,8 @@ class MemoryDeviceRepository:
                 device, total_updates=device.total_updates + activity.added
             )
             self._store.marks[device_id] = DeviceMark(
-                last_seen=device.last_seen, applied_through=activity.applied_through
+                last_seen=device.last_seen,
+                applied_through={**(mark.applied_through or {}), **activity.applied_through},
             )
         if moved:
             raise Error(CONFLICT, f"lastSeen moved under this batch for {', '.join(moved)}")
@@ -210,3 +215,21 @@ class MemoryDeviceRepository:
 
     async def ping(self) -> None:
         self._store.check()
+
+
+def _still(mark: DeviceMark, activity: DeviceActivity) -> bool:
+    """Whether the device's mark is still what the activity's batch read: `lastSeen`, whether
+    per-shard marks exist, and the marks of the activity's shards (others may have moved)."""
+    expected = activity.expected or DeviceMark()
+    if mark.last_seen != expected.last_seen:
+        return False
+    if (mark.applied_through is None) != (expected.applied_through is None):
+        return False
+    return all(mark.through(shard) == expected.through(shard) for shard in activity.applied_through)
+
+
+def _refuse_unstorable(arrivals: Sequence[Arrival]) -> None:
+    # As DynamoDB does: one value it cannot hold fails the whole write.
+    for arrival in arrivals:
+        if problem := location_problem(arrival.location):
+            raise Error(INVALID, f"the store refuses a location: {problem}")
