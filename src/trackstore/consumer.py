@@ -39,6 +39,7 @@ class Consumer:
         dead_letters: DeadLetters | None = None,
         max_in_flight: int = 64,
         health: ConsumerHealth | None = None,
+        progress_s: float = 60.0,
     ) -> None:
         self._source = source
         self._service = service
@@ -48,9 +49,13 @@ class Consumer:
         self._slots = asyncio.Semaphore(max_in_flight)
         self._stopping = asyncio.Event()
         self.health = health or ConsumerHealth()
+        self._progress_s = progress_s
+        self._totals = _Totals()
+        self._failing_since: dict[str, float] = {}  # shard -> when its batches began failing
 
     async def run(self) -> None:
         in_flight: set[asyncio.Task[None]] = set()
+        reporter = asyncio.create_task(self._report_progress())
         try:
             async for batch in self._source.batches():
                 await self._slots.acquire()
@@ -60,8 +65,9 @@ class Consumer:
         finally:
             # Whatever ended the loop, the batches in hand finish before the leases go.
             await asyncio.gather(*in_flight, return_exceptions=True)
+            reporter.cancel()
             await self._source.close()
-            log.info("consumer stopped")
+            log.info("consumer stopped", extra=self._totals.summary())
 
     async def stop(self) -> None:
         """Asks the loop to end once the batches in hand are stored and checkpointed."""
@@ -109,11 +115,10 @@ class Consumer:
             started = time.perf_counter()
             try:
                 result = await self._service.ingest(batch.records)
-                if result.rejections and self._dead_letters is not None:
-                    await self._dead_letters(result.rejections)
             except Exception as exc:
                 # Retried until it succeeds, since skipping would lose the batch's records.
                 attempt += 1
+                self._failing_since.setdefault(batch.shard_id, time.monotonic())
                 self.health.failing(batch.shard_id)
                 self._metrics.batch_failures.inc()
                 log.warning(
@@ -129,7 +134,37 @@ class Consumer:
                     return None
                 continue
             self._metrics.batch_seconds.observe(time.perf_counter() - started)
+            self._recovered(batch.shard_id, attempt)
+            if result.rejections and self._dead_letters is not None:
+                await self._send_dead_letters(result.rejections)
             return result
+
+    async def _send_dead_letters(self, rejections: Sequence[Rejection]) -> None:
+        """Dead letters are for a person to look at later: one that cannot be sent is logged
+        and counted, and never holds up the shard (its records are stored already)."""
+        assert self._dead_letters is not None
+        try:
+            await self._dead_letters(rejections)
+        except Exception as exc:
+            self._metrics.dead_letters_failed.inc(len(rejections))
+            log.error(
+                "dead letters not sent",
+                extra={"records": len(rejections), "error": str(exc)},
+                exc_info=not isinstance(exc, Error),
+            )
+
+    def _recovered(self, shard_id: str, attempts: int) -> None:
+        if attempts == 0:
+            return
+        since = self._failing_since.pop(shard_id, None)
+        log.info(
+            "shard recovered",
+            extra={
+                "shard": shard_id,
+                "failedAttempts": attempts,
+                "failingSeconds": None if since is None else round(time.monotonic() - since, 1),
+            },
+        )
 
     async def _checkpoint(self, batch: Batch) -> bool:
         """Checkpoints the stored batch, retrying while the lease table is unavailable; False
@@ -158,6 +193,8 @@ class Consumer:
         metrics.records_received.inc(result.received)
         metrics.records_stored.inc(result.stored)
         metrics.records_duplicate.inc(result.duplicates)
+        metrics.records_foreign_key.inc(result.foreign_keys)
+        self._totals.add(result)
         if batch.millis_behind_latest is not None:
             metrics.millis_behind_latest.labels(shard=batch.shard_id).set(
                 batch.millis_behind_latest
@@ -175,7 +212,45 @@ class Consumer:
                 },
             )
 
+    async def _report_progress(self) -> None:
+        """One INFO line a minute: what a person watching the logs wants to know."""
+        last = self._totals.received
+        while not await self._stopped_within(self._progress_s):
+            state = self.health.source_state() if self.health.source_state else None
+            log.info(
+                "progress",
+                extra={
+                    "recordsPerSecond": round((self._totals.received - last) / self._progress_s),
+                    **self._totals.summary(),
+                    "shardsHeld": None if state is None else state.held,
+                    "maxMillisBehind": None if state is None else state.behind_ms,
+                    "shardsFailing": len(self._failing_since),
+                },
+            )
+            last = self._totals.received
+
     async def _stopped_within(self, seconds: float) -> bool:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
         return self._stopping.is_set()
+
+
+class _Totals:
+    """Records through this process since it started, for the progress lines."""
+
+    def __init__(self) -> None:
+        self.received = self.stored = self.duplicates = self.rejected = 0
+
+    def add(self, result: IngestResult) -> None:
+        self.received += result.received
+        self.stored += result.stored
+        self.duplicates += result.duplicates
+        self.rejected += len(result.rejections)
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "received": self.received,
+            "stored": self.stored,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+        }

@@ -21,14 +21,26 @@ class Metrics:
             "trackstore_records_received", "Stream records received", registry=r
         )
         self.records_stored = Counter(
-            "trackstore_records_stored", "Valid distinct locations written", registry=r
+            "trackstore_records_stored",
+            "Distinct locations stored for the first time (replays and resends not counted)",
+            registry=r,
+        )
+        self.records_foreign_key = Counter(
+            "trackstore_records_partition_key_mismatch",
+            "Records whose partition key is not their device id (they may share no shard)",
+            registry=r,
+        )
+        self.dead_letters_failed = Counter(
+            "trackstore_dead_letters_failed",
+            "Rejected records that could not be sent to the dead-letter stream",
+            registry=r,
         )
         self.records_rejected = Counter(
             "trackstore_records_rejected", "Records rejected, by reason", ["reason"], registry=r
         )
         self.records_duplicate = Counter(
             "trackstore_records_duplicate",
-            "Records repeating a (deviceId, timestamp) inside one batch",
+            "Valid records whose location was stored already (resends, replays, repeats)",
             registry=r,
         )
         self.batches = Counter("trackstore_batches", "Batches checkpointed", registry=r)

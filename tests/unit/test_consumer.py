@@ -4,12 +4,14 @@ nothing lost, nothing counted twice, checkpoints only after a batch is stored, o
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
+import pytest
 
 from tests.helpers import NOW_MS, SECOND_MS, TTL_DAYS, payload
 from trackstore.backoff import Backoff
@@ -336,33 +338,30 @@ async def test_rejected_records_go_to_dead_letters_and_do_not_block_later_ones()
         assert sample(running.metrics, "trackstore_records_rejected_total", reason=reason) == 1
 
 
-async def test_a_failing_dead_letters_callback_retries_the_batch() -> None:
+async def test_dead_letters_that_cannot_be_sent_are_counted_and_never_hold_up_the_shard(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     world = World(shards=1)
     world.send("bus-1", 0)
     bad = world.send_raw("bus-1", b"\xff\xfe not utf-8")
     world.send("bus-1", 1)
     world.send("bus-1", 2)  # the next batch
-    calls: list[tuple[int, list[str]]] = []
+    calls: list[list[str]] = []
 
     async def dead_letters(rejections: Sequence[Rejection]) -> None:
-        calls.append(
-            (
-                world.stream.checkpoints.get(bad.shard_id, 0),
-                [r.record.sequence_number for r in rejections],
-            )
-        )
-        if len(calls) <= 2:
-            raise Error(UNAVAILABLE, "dead-letter stream is throttling")
+        calls.append([r.record.sequence_number for r in rejections])
+        raise Error(UNAVAILABLE, "records to dlq still refused at the deadline")
 
     running = Running(world, world.service(), batch_size=3, dead_letters=dead_letters)
     await eventually(world.all_checkpointed, "the shard checkpointed to its end")
     await running.stop()
 
-    # Three deliveries of the same rejection, none after a checkpoint of its batch.
-    assert calls == [(0, [bad.sequence_number])] * 3
+    assert calls == [[bad.sequence_number]]  # tried once (the producer retries inside)
     assert world.stream.checkpoints[bad.shard_id] == 4
-    assert sample(running.metrics, "trackstore_batch_failures_total") == 2
-    world.assert_exact()  # the batch was ingested three times, counted once
+    assert sample(running.metrics, "trackstore_dead_letters_failed_total") == 1
+    assert sample(running.metrics, "trackstore_batch_failures_total") == 0
+    assert any(r.message == "dead letters not sent" for r in caplog.records)
+    world.assert_exact()
 
 
 # -- order --------------------------------------------------------------------------------------
@@ -457,3 +456,47 @@ async def test_a_checkpoint_failing_once_with_unavailable_does_not_stall_the_sha
         await consumer.stop()
         await asyncio.wait_for(task, DEADLINE_S)
     world.assert_exact()
+
+
+# -- what the logs say ------------------------------------------------------------------------
+
+
+async def test_a_person_can_follow_the_work_at_info(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="trackstore.consumer")
+    world = World(shards=1)
+    for offset in range(6):
+        world.send("bus-1", offset)
+    # One failure per batch, before anything is written.
+    flaky = Flaky(world.service(), world.stream, failures=lambda records: 1)
+    running = Running(world, flaky, batch_size=3, progress_s=0.05)
+
+    await eventually(world.all_checkpointed, "the shard checkpointed to its end")
+    await eventually(
+        lambda: any(
+            r.message == "progress" and r.__dict__["received"] == 6 for r in caplog.records
+        ),
+        "a progress line with every record",
+    )
+    await running.stop()
+
+    recovered = [r for r in caplog.records if r.message == "shard recovered"]
+    assert len(recovered) == 2  # one per batch that failed, once it went through
+    assert recovered[0].__dict__["failedAttempts"] == 1
+    progress = [r for r in caplog.records if r.message == "progress"][-1].__dict__
+    assert progress["stored"] == 6
+    assert progress["rejected"] == 0
+    stopped = next(r for r in caplog.records if r.message == "consumer stopped").__dict__
+    assert (stopped["received"], stopped["stored"]) == (6, 6)
+
+
+async def test_records_whose_partition_key_is_not_their_device_are_counted() -> None:
+    world = World(shards=2)
+    world.send("bus-1", 0)
+    world.send_raw("some-other-key", msgspec.json.encode(payload(deviceId="bus-2")))
+    running = Running(world, world.service())
+
+    await eventually(world.all_checkpointed, "every shard checkpointed")
+    await running.stop()
+
+    assert sample(running.metrics, "trackstore_records_partition_key_mismatch_total") == 1
+    assert sample(running.metrics, "trackstore_records_stored_total") == 2
