@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-port",
         type=_port,
         default=None,
-        help="port of /metrics and /health (default CONSUMER_METRICS_PORT or 9100; 0: off)",
+        help="port of /metrics and /health (default CONSUMER_METRICS_PORT, else 9100, or a "
+        "free port when 9100 is taken; 0: off)",
     )
     consume_parser.add_argument(
         "--metrics-host", default="127.0.0.1", help="address of that port (127.0.0.1)"

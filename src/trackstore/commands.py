@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections import defaultdict
 
 from trackstore.clock import wall_clock_ms
-from trackstore.config import Settings
+from trackstore.config import DEFAULT_CONSUMER_METRICS_PORT, Settings
 from trackstore.consumer import Consumer
 from trackstore.consumer_health import ConsumerHealth
 from trackstore.container import Container, resolve, resources
 from trackstore.kinesis.client import kinesis_client
 from trackstore.kinesis.kpl import aggregate_chunks
 from trackstore.kinesis.producer import Producer
-from trackstore.serving import listen, serve_http
+from trackstore.serving import http_url, listen, listen_or_any_port, serve_http
 from trackstore.simulate import Fleet
 from trackstore.web.consumer_app import create_consumer_app
 
@@ -24,10 +25,12 @@ TICK_S = 0.2
 
 
 async def consume(
-    container: Container, stop: asyncio.Event, metrics_host: str, metrics_port: int
+    container: Container, stop: asyncio.Event, metrics_host: str, metrics_port: int | None
 ) -> None:
+    """`metrics_port` None: not configured, so 9100, or a free port when another process on
+    the host holds 9100; a port configured explicitly is used or the command fails; 0: off."""
     settings: Settings = container.settings()
-    sock = listen(metrics_host, metrics_port) if metrics_port else None
+    sock = _metrics_socket(metrics_host, metrics_port)
     async with resources(container):
         source = await resolve(container.stream_source())
         health = ConsumerHealth(
@@ -42,7 +45,14 @@ async def consume(
             dead_letters=await resolve(container.dead_letters()),
             health=health,
         )
-        log.info("consumer starting", extra={"worker": getattr(source, "worker_id", None)})
+        worker = getattr(source, "worker_id", None)
+        log.info(
+            "consumer starting",
+            extra={"worker": worker, "stream": settings.kinesis_stream_name},
+        )
+        if sock is not None:
+            url = http_url(sock)
+            log.info(f"metrics and health on {url}", extra={"worker": worker, "url": url})
         running = asyncio.create_task(consumer.run())
         side = []
         if sock is not None:
@@ -55,6 +65,19 @@ async def consume(
         stop.set()
         await running  # finishes the batches in hand, checkpoints, releases the leases
         await asyncio.gather(*side)
+
+
+def _metrics_socket(host: str, port: int | None) -> socket.socket | None:
+    if port is None:
+        sock = listen_or_any_port(host, DEFAULT_CONSUMER_METRICS_PORT)
+        if sock.getsockname()[1] != DEFAULT_CONSUMER_METRICS_PORT:
+            log.info(
+                f"metrics port {DEFAULT_CONSUMER_METRICS_PORT} is taken (another consumer on "
+                "this host?): using a free port instead; set --metrics-port or "
+                "CONSUMER_METRICS_PORT to choose one"
+            )
+        return sock
+    return listen(host, port) if port else None
 
 
 async def simulate(

@@ -12,6 +12,10 @@ import msgspec
 
 from trackstore.errors import INVALID, Error
 
+# The consumer's metrics port when none is configured; a consumer that finds it taken (another
+# consumer on the same host) listens on a port the OS picks rather than failing.
+DEFAULT_CONSUMER_METRICS_PORT = 9100
+
 
 class Backend(StrEnum):
     AWS = "aws"
@@ -33,7 +37,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     lease_failover_seconds: float = 10.0
     max_leases_per_worker: int = 1000
     consumer_stall_seconds: float = 300.0
-    consumer_metrics_port: int = 9100
+    # None: not configured, so DEFAULT_CONSUMER_METRICS_PORT may give way to a free port.
+    consumer_metrics_port: int | None = None
     api_key_digests: tuple[bytes, ...] = ()
     metrics_public: bool = False
     log_level: str = "INFO"
@@ -62,7 +67,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             lease_failover_seconds=_int(values, "LEASE_FAILOVER_SECONDS", 10, 2, 600),
             max_leases_per_worker=_int(values, "MAX_LEASES_PER_WORKER", 1000, 1, 100_000),
             consumer_stall_seconds=_int(values, "CONSUMER_STALL_SECONDS", 300, 10, 86_400),
-            consumer_metrics_port=_int(values, "CONSUMER_METRICS_PORT", 9100, 0, 65_535),
+            consumer_metrics_port=(
+                _int(values, "CONSUMER_METRICS_PORT", 0, 0, 65_535)
+                if values.get("CONSUMER_METRICS_PORT", "").strip()
+                else None
+            ),
             api_key_digests=_api_keys(values.get("TRACKSTORE_API_KEYS", "")),
             metrics_public=_bool(values, "METRICS_PUBLIC"),
             log_level=_log_level(values.get("LOG_LEVEL", "INFO")),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import signal
 import socket
@@ -38,24 +39,54 @@ def stop_on_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
+# uvicorn's default; it listens again with its own backlog when it takes the socket over.
+_BACKLOG = 2048
+
+
+class AddressInUse(OSError):
+    """Another socket already listens on the address asked for."""
+
+
 def listen(host: str, port: int) -> socket.socket:
-    """A socket bound to host:port, or OSError with a one-line reason (port in use, bad host).
+    """A socket listening on host:port (0: a free port the OS picks), or OSError with a one-line
+    reason (AddressInUse when another process holds the port, or a bad host).
 
     Bound before anything else starts, rather than by uvicorn, which reports a busy port by
     exiting the process, and which would only find out after the consumer took its leases.
+    Bound and listened on in one step: with SO_REUSEADDR, Linux lets a second socket bind a port
+    that nothing listens on yet, so a bind alone would not tell that another process has it.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP said out loud: asyncio turns Nagle's algorithm off (TCP_NODELAY) only on
     # connections whose socket says TCP, and with Nagle on, every small answer waits for the
     # client's delayed ACK (~40 ms).
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    # Lets a restarted process take its port back while the old one's connections sit in
+    # TIME_WAIT; it does not let two processes listen on one port.
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen(_BACKLOG)
     except OSError as exc:
         sock.close()
-        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        kind = AddressInUse if exc.errno == errno.EADDRINUSE else OSError
+        raise kind(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return sock
+
+
+def listen_or_any_port(host: str, port: int) -> socket.socket:
+    """Like `listen`, but when another process holds `port`, a free port the OS picks: for a
+    default port that several processes on one host all start out asking for."""
+    try:
+        return listen(host, port)
+    except AddressInUse:
+        return listen(host, 0)
+
+
+def http_url(sock: socket.socket) -> str:
+    """Where a listening socket answers, as a URL a person can paste."""
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 async def serve_http(app: Litestar, sock: socket.socket, stop: asyncio.Event) -> None:

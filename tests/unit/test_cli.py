@@ -9,6 +9,9 @@ demo, signals) start the installed console script with a controlled environment.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import errno
 import logging
 import os
 import signal
@@ -27,7 +30,10 @@ import pytest
 
 from tests.aws_emulators import DUMMY_CREDENTIALS, free_port
 from trackstore import __version__, cli
-from trackstore.config import Settings
+from trackstore.commands import consume
+from trackstore.config import DEFAULT_CONSUMER_METRICS_PORT, Backend, Settings
+from trackstore.container import build_container
+from trackstore.serving import listen
 
 CONFIG_VARIABLES = (
     "AWS_REGION",
@@ -41,6 +47,7 @@ CONFIG_VARIABLES = (
     "LOCATION_DATE_SHARDS",
     "TRACKSTORE_BACKEND",
     "LOG_LEVEL",
+    "CONSUMER_METRICS_PORT",
     "AWS_ENDPOINT_URL",
     "AWS_ENDPOINT_URL_KINESIS",
     "AWS_ENDPOINT_URL_DYNAMODB",
@@ -308,6 +315,93 @@ def test_serving_on_a_busy_port_fails_with_one_line(tmp_path: Path) -> None:
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("trackstore: error: ")
     assert str(port) in lines[0]
+
+
+# -- the consumer's metrics port ------------------------------------------------------------------
+
+# Were a port check to pass by mistake, `consume` would go on to AWS: here it finds nothing.
+OFFLINE = {
+    **DUMMY_CREDENTIALS,
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+}
+
+
+@contextlib.contextmanager
+def port_taken(port: int) -> Iterator[None]:
+    """Something listens on 127.0.0.1:`port` for the block: this test, unless another process
+    on the host has it already."""
+    sock = socket.socket()
+    try:
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+    except OSError as exc:
+        sock.close()
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        yield
+        return
+    with sock:
+        yield
+
+
+async def _logged(caplog: pytest.LogCaptureFixture, prefix: str, task: asyncio.Task[None]) -> str:
+    deadline = time.monotonic() + 10
+    while True:
+        for record in caplog.records:
+            if record.getMessage().startswith(prefix):
+                return record.getMessage()
+        assert not task.done(), f"consume ended early: {task.exception()!r}"
+        assert time.monotonic() < deadline, f"no {prefix!r} line within 10 s: {caplog.text}"
+        await asyncio.sleep(0.05)
+
+
+async def test_consumer_finding_the_default_port_taken_serves_on_a_free_port_it_logs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = Settings(backend=Backend.MEMORY, kinesis_stream_name="gps-shared-host")
+    assert settings.consumer_metrics_port is None  # nothing configured: the default applies
+    stop = asyncio.Event()
+    with (
+        port_taken(DEFAULT_CONSUMER_METRICS_PORT),
+        caplog.at_level(logging.INFO, logger="trackstore"),
+    ):
+        task = asyncio.create_task(consume(build_container(settings), stop, "127.0.0.1", None))
+        try:
+            line = await _logged(caplog, "metrics and health on http://127.0.0.1:", task)
+            url = line.removeprefix("metrics and health on ")
+            assert not url.endswith(f":{DEFAULT_CONSUMER_METRICS_PORT}"), line
+            async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+                assert (await client.get("/health/live")).status_code == 200
+                health = await client.get("/health")
+                assert "checks" in health.json(), health.text
+                metrics = await client.get("/metrics")
+                assert metrics.status_code == 200
+                assert "trackstore_records_stored_total" in metrics.text
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(f"port {DEFAULT_CONSUMER_METRICS_PORT} is taken" in m for m in messages), messages
+    (start,) = [r for r in caplog.records if r.getMessage() == "consumer starting"]
+    assert getattr(start, "stream", None) == "gps-shared-host"
+
+
+def test_consumer_on_an_explicit_port_that_is_taken_exits_1_with_one_line(run: Run) -> None:
+    # Held the way a consumer holds its port between start and serving: a second one must be
+    # refused right away, not find out after it has taken leases.
+    with listen("127.0.0.1", 0) as held:
+        port = held.getsockname()[1]
+        by_flag = run("consume", "--metrics-port", str(port), **OFFLINE)
+        by_variable = run("consume", CONSUMER_METRICS_PORT=str(port), **OFFLINE)
+    for result in (by_flag, by_variable):
+        assert_one_line_error(result, 1, f"cannot listen on 127.0.0.1:{port}")
+
+
+def test_default_port_named_explicitly_is_not_given_up(run: Run) -> None:
+    with port_taken(DEFAULT_CONSUMER_METRICS_PORT):
+        result = run("consume", CONSUMER_METRICS_PORT=str(DEFAULT_CONSUMER_METRICS_PORT), **OFFLINE)
+    assert_one_line_error(result, 1, f":{DEFAULT_CONSUMER_METRICS_PORT}")
 
 
 # -- the demo as a process ------------------------------------------------------------------------
