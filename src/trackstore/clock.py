@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+
+Clock = Callable[[], int]  # epoch milliseconds
 
 
 def wall_clock_ms() -> int:

@@ -66,6 +66,7 @@ class Container(containers.DeclarativeContainer):
             table=settings.provided.location_table_name,
             ttl_days=settings.provided.location_ttl_days,
             date_shards=settings.provided.location_date_shards,
+            clock=clock,
         ),
     )
     devices = providers.Selector(

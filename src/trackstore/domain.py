@@ -11,6 +11,8 @@ import msgspec
 from trackstore.errors import INVALID, Error
 
 DEVICE_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Ids a URL path cannot carry: clients normalise `/devices/..` away before it is sent.
+UNADDRESSABLE_IDS = frozenset({".", ".."})
 ACTIVE_WINDOW_MS = 5 * 60 * 1000
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
@@ -72,6 +74,8 @@ class HistoryQuery(msgspec.Struct, frozen=True, kw_only=True):
     limit: int = DEFAULT_PAGE_SIZE
     order: Order = Order.ASC
     token: str | None = None
+    # The query as the caller gave it, before the window was clamped: a token belongs to it.
+    binding: str = ""
 
 
 class WindowQuery(msgspec.Struct, frozen=True, kw_only=True):
@@ -81,6 +85,7 @@ class WindowQuery(msgspec.Struct, frozen=True, kw_only=True):
     end: int
     limit: int = DEFAULT_PAGE_SIZE
     token: str | None = None
+    binding: str = ""  # as HistoryQuery's
 
 
 class Page(msgspec.Struct, Generic[T], frozen=True):
@@ -157,6 +162,8 @@ def check_device_id(device_id: str) -> str:
             INVALID,
             "device id must be 1..128 characters of A-Z a-z 0-9 . _ : -",
         )
+    if device_id in UNADDRESSABLE_IDS:
+        raise Error(INVALID, f"device id {device_id!r} cannot be addressed in a URL")
     return device_id
 
 

@@ -13,8 +13,14 @@ from typing import Annotated, Any, TypeVar
 
 import msgspec
 
-from trackstore.domain import DEVICE_ID_PATTERN, Location, Scalar, StreamRecord
-from trackstore.timefmt import epoch_to_ms, parse_iso
+from trackstore.domain import (
+    DEVICE_ID_PATTERN,
+    UNADDRESSABLE_IDS,
+    Location,
+    Scalar,
+    StreamRecord,
+)
+from trackstore.timefmt import parse_time
 from trackstore.values import number_problem, value_problem
 
 FUTURE_TOLERANCE_MS = 5 * 60 * 1000
@@ -143,6 +149,7 @@ class RecordDecoder:
             or latitude is None
             or longitude is None
             or not DEVICE_ID_PATTERN.fullmatch(device_id)
+            or device_id in UNADDRESSABLE_IDS
             or (attributes and len(_json_encode(attributes)) > MAX_ATTRIBUTES_BYTES)
             or not _storable(clean, attributes)
         ):
@@ -178,6 +185,8 @@ class RecordDecoder:
                 Reason.INVALID_DEVICE_ID,
                 "deviceId must be a string of 1..128 characters of A-Z a-z 0-9 . _ : -",
             )
+        if device_id in UNADDRESSABLE_IDS:
+            raise _Reject(Reason.INVALID_DEVICE_ID, "deviceId '.' and '..' cannot be addressed")
         timestamp = _timestamp(_required(raw, "timestamp"))
         if timestamp < now_ms - self._ttl_ms:
             raise _Reject(Reason.TOO_OLD, "timestamp is older than the retention period")
@@ -255,17 +264,7 @@ def _number(value: Any, reason: Reason, name: str) -> float:
 
 def _timestamp(value: Any) -> int:
     try:
-        if isinstance(value, bool):
-            raise ValueError("a boolean is not a time")
-        if isinstance(value, int | float):
-            return epoch_to_ms(value)
-        if isinstance(value, str):
-            text = value.strip()
-            # Some producers send epoch time as a string; its digits cannot be mistaken for a date.
-            if text.isascii() and text.replace(".", "", 1).isdigit():
-                return epoch_to_ms(float(text))
-            return parse_iso(text)
-        raise ValueError("must be an ISO-8601 string or epoch number")
+        return parse_time(value)
     except (ValueError, OverflowError) as exc:
         raise _Reject(Reason.INVALID_TIMESTAMP, f"timestamp is not valid: {exc}") from None
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Sequence
+from typing import TypeVar
 
 import msgspec
 
 from trackstore import exactly_once
+from trackstore.clock import Clock
 from trackstore.domain import (
     Arrival,
     Device,
@@ -23,9 +25,8 @@ from trackstore.domain import (
 from trackstore.errors import CONFLICT, INVALID, NOT_FOUND, UNAVAILABLE, Error
 from trackstore.ports import DeviceRepository, LocationRepository
 from trackstore.records import FUTURE_TOLERANCE_MS, Reason, RecordDecoder, Rejection
-from trackstore.timefmt import DAY_MS
-
-Clock = Callable[[], int]  # epoch milliseconds
+from trackstore.timefmt import DAY_MS, HOUR_MS
+from trackstore.values import string_problem, value_problem
 
 # A device's lastSeen only moves under another writer (a lease that just moved, or a zombie
 # worker); a few re-reads settle it.
@@ -34,6 +35,11 @@ MAX_NAME_LENGTH = 256
 # Load balancers give a health check 5 s by default: answer, even if the answer is "down".
 HEALTH_TIMEOUT_S = 2.0
 MAX_METADATA_BYTES = 4096
+# A query's answer is due within this; an ALB's idle timeout is 60 s, clients give up sooner.
+REQUEST_DEADLINE_S = 10.0
+DEFAULT_WINDOW_MS = HOUR_MS
+MAX_WINDOW_MS = 24 * HOUR_MS
+T = TypeVar("T")
 
 
 class IngestResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -51,11 +57,13 @@ class TrackService:
         devices: DeviceRepository,
         clock: Clock,
         ttl_days: int,
+        deadline_s: float = REQUEST_DEADLINE_S,
     ) -> None:
         self._locations = locations
         self._devices = devices
         self._clock = clock
         self._ttl_ms = ttl_days * DAY_MS
+        self._deadline_s = deadline_s
         self._decoder = RecordDecoder(self._ttl_ms)
 
     def now_ms(self) -> int:
@@ -184,47 +192,77 @@ class TrackService:
         check_limit(query.limit)
         if query.start is not None and query.end is not None and query.start > query.end:
             raise Error(INVALID, "start_time is after end_time")
+        binding = f"{query.order}|{query.start}|{query.end}|{query.limit}"
         # Expired items linger until DynamoDB's TTL sweeper deletes them: never show them.
-        oldest = self._clock() - self._ttl_ms
+        now = self._clock()
+        oldest = now - self._ttl_ms
         start = oldest if query.start is None else max(query.start, oldest)
-        if query.end is not None and query.end < start:
+        latest_end = now + FUTURE_TOLERANCE_MS  # no location can be later
+        end = latest_end if query.end is None else min(query.end, latest_end)
+        if end < start:
             return Page(items=[])
-        return await self._locations.history(msgspec.structs.replace(query, start=start))
+        clamped = msgspec.structs.replace(query, start=start, end=end, binding=binding)
+        return await self._bounded(self._locations.history(clamped))
 
     async def window(
         self, start: int | None, end: int | None, limit: int, token: str | None
     ) -> Page[Location]:
-        """The whole fleet's locations in a time window, oldest first."""
+        """The whole fleet's locations in a time window, oldest first.
+
+        The window costs what its span does, so it is bounded: without `start` it is the last
+        hour before `end`, and it spans at most a day (a 400 beyond). `end` is at most five
+        minutes from now (no location can be later).
+        """
         check_limit(limit)
         if start is not None and end is not None and start > end:
             raise Error(INVALID, "start_time is after end_time")
+        binding = f"{start}|{end}|{limit}"
         now = self._clock()
-        oldest = now - self._ttl_ms
-        start = oldest if start is None else max(start, oldest)
-        end = now + FUTURE_TOLERANCE_MS if end is None else end
-        if end < start:
+        latest_end = now + FUTURE_TOLERANCE_MS
+        until = latest_end if end is None else min(end, latest_end)
+        since = until - DEFAULT_WINDOW_MS if start is None else start
+        if until - since > MAX_WINDOW_MS:
+            raise Error(
+                INVALID,
+                f"a fleet window spans at most {MAX_WINDOW_MS // HOUR_MS} hours: give "
+                "start_time and end_time at most that far apart (end_time defaults to now)",
+            )
+        since = max(since, now - self._ttl_ms)
+        if until < since:
             return Page(items=[])
-        return await self._locations.window(
-            WindowQuery(start=start, end=end, limit=limit, token=token)
-        )
+        query = WindowQuery(start=since, end=until, limit=limit, token=token, binding=binding)
+        return await self._bounded(self._locations.window(query))
+
+    async def _bounded(self, call: Awaitable[T]) -> T:
+        """A query's answer within the request deadline, or Error(UNAVAILABLE): a client behind
+        a load balancer has given up by then, and the work must not go on without it."""
+        try:
+            async with asyncio.timeout(self._deadline_s):
+                return await call
+        except TimeoutError:
+            raise Error(
+                UNAVAILABLE,
+                f"the query took longer than {self._deadline_s:g} s; try a narrower window",
+                retry_after=1,
+            ) from None
 
     async def latest(self, device_id: str) -> Location:
         check_device_id(device_id)
-        location = await self._locations.latest(device_id)
+        location = await self._bounded(self._locations.latest(device_id))
         if location is None or location.timestamp < self._clock() - self._ttl_ms:
             raise Error(NOT_FOUND, f"device {device_id} has no retained location")
         return location
 
     async def device(self, device_id: str) -> Device:
         check_device_id(device_id)
-        device = await self._devices.get(device_id)
+        device = await self._bounded(self._devices.get(device_id))
         if device is None:
             raise Error(NOT_FOUND, f"device {device_id} is not known")
         return device
 
     async def devices(self, limit: int, token: str | None) -> Page[Device]:
         check_limit(limit)
-        return await self._devices.list(limit, token)
+        return await self._bounded(self._devices.list(limit, token))
 
     async def register(
         self, device_id: str, name: str | None, metadata: dict[str, object] | None
@@ -234,6 +272,11 @@ class TrackService:
             raise Error(INVALID, f"name must be 1..{MAX_NAME_LENGTH} characters")
         if metadata is not None and len(msgspec.json.encode(metadata)) > MAX_METADATA_BYTES:
             raise Error(INVALID, f"metadata must be at most {MAX_METADATA_BYTES} bytes encoded")
+        # The same rules as a stream record's values: what DynamoDB would refuse is a 400 here.
+        if name is not None and (problem := string_problem(name)):
+            raise Error(INVALID, f"name {problem}")
+        if metadata is not None and (problem := value_problem(metadata)):
+            raise Error(INVALID, f"metadata{problem}")
         return await self._devices.register(device_id, name, metadata, self._clock())
 
     async def health(self) -> dict[str, str | None]:

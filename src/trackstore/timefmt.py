@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from datetime import UTC, datetime, timedelta
 
 # A number below this is epoch seconds, otherwise epoch milliseconds (the contract's rule):
@@ -11,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 EPOCH_SECONDS_LIMIT = 10**11
 
 DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -36,15 +38,37 @@ def parse_iso(text: str) -> int:
     return _datetime_to_ms(moment)
 
 
-def parse_time(text: str) -> int:
-    """A query parameter's time: ISO-8601 with offset, or epoch milliseconds as digits."""
-    stripped = text.strip()
-    digits = stripped.removeprefix("-")
-    if digits.isascii() and digits.isdigit():
-        if len(digits) > 15:  # beyond year 33658: not a time anyone means
-            raise ValueError(f"epoch milliseconds out of range: {text!r}")
-        return int(stripped)
-    return parse_iso(stripped)
+def parse_time(value: object) -> int:
+    """A time as records and query parameters give it: an ISO-8601 date-time with a UTC
+    offset, or epoch time as a number or its digits, seconds below 10^11 and milliseconds from
+    there (`date +%s` and `Date.now()` both mean now). ValueError says what is wrong."""
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a time")
+    if isinstance(value, int | float):
+        return epoch_to_ms(value)
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO-8601 string or epoch number")
+    text = value.strip()
+    digits = text.removeprefix("-")
+    if digits.isascii() and digits.replace(".", "", 1).isdigit():
+        if len(digits) > 20:  # far beyond any year anyone means, and beyond a double's digits
+            raise ValueError(f"epoch time out of range: {_shorten(text)!r}")
+        return epoch_to_ms(int(text) if "." not in text else float(text))
+    if _SPACE_FOR_PLUS.search(text):
+        raise ValueError(
+            f"not an ISO-8601 date-time: {_shorten(text)!r} has a space where its UTC offset's "
+            "'+' was: in a URL, encode '+' as %2B"
+        )
+    return parse_iso(text)
+
+
+# `12:00:00 01:00`: what `12:00:00+01:00` becomes when its unencoded '+' is read as a space.
+_SPACE_FOR_PLUS = re.compile(r"\d:\d\d(:\d\d(\.\d+)?)? \d\d(:?\d\d)?$")
+
+
+def _shorten(text: str, limit: int = 64) -> str:
+    # Enough of a bad value to recognise it, without reflecting a huge one back.
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # Zero-padded numbers looked up rather than formatted: `{n:02d}` costs four times as much.

@@ -9,7 +9,8 @@ bodies.
 - Numbers: at most 38 significant digits, and a magnitude of 1E-130 to below 1E+126 (zero is
   fine). A float is stored by its shortest repr (at most 17 digits), so for floats only the
   magnitude can be out; an integer can also be too long.
-- Maps and lists nest at most 32 levels deep, the stored attribute itself counting as one.
+- Maps and lists nest at most 32 levels deep. Counted conservatively, the item itself as the
+  first level, so a top-level attribute's own map is the second.
 - An item is at most 400 KB. No item of ours comes near it: a location's attributes are capped at
   2 KiB, a device's name and metadata at 4 KiB, a device id at 128 characters.
 - Strings are UTF-8: a lone surrogate (which JSON's \\ud800 escape can carry) cannot be sent.
@@ -62,9 +63,10 @@ def string_problem(value: str) -> str | None:
     return None
 
 
-def value_problem(value: object, depth: int = 1) -> str | None:
+def value_problem(value: object, depth: int = 2) -> str | None:
     """Why DynamoDB cannot store this JSON-like value (None, bool, number, string, dict, list)
-    at nesting level `depth`, or None when it can. The answer names where the bad part is."""
+    at nesting level `depth` (2: a top-level attribute), or None when it can. The answer names
+    where the bad part is."""
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int | float):

@@ -222,7 +222,9 @@ def valid_records(draw: st.DrawFn) -> tuple[dict[str, Any], Location | Reason]:
     attributes exceed 2 KiB encoded, the rejection reason)."""
     spellings = st.sampled_from(["canonical", "alias", "both"])
     body: dict[str, Any] = {}
-    device_id = draw(st.from_regex(DEVICE_ID_PATTERN, fullmatch=True))
+    device_id = draw(
+        st.from_regex(DEVICE_ID_PATTERN, fullmatch=True).filter(lambda d: d not in {".", ".."})
+    )
     stamp, expected_ms = draw(timestamps())
     latitude = draw(REQUIRED_NUMBERS["latitude"])
     longitude = draw(REQUIRED_NUMBERS["longitude"])

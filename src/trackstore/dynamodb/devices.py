@@ -14,7 +14,7 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from trackstore.backoff import Backoff
-from trackstore.domain import Device, DeviceActivity, DeviceMark, Page
+from trackstore.domain import Device, DeviceActivity, DeviceMark, Page, check_device_id
 from trackstore.dynamodb.client import TableProbe, conditional, translate
 from trackstore.dynamodb.items import device_from_item, location_attributes, to_value
 from trackstore.errors import CONFLICT, UNAVAILABLE, Error
@@ -152,10 +152,10 @@ class DynamoDeviceRepository:
         return device_from_item(item) if item else None
 
     async def list(self, limit: int, token: str | None) -> Page[Device]:
-        scope = f"dynamodb:{self._table}:devices"
+        scope = f"devices:{limit}"
         request: dict[str, Any] = {"TableName": self._table, "Limit": limit}
         if token is not None:
-            after = key_field(decode_token(token, scope), "d", str)
+            after = check_device_id(key_field(decode_token(token, scope), "d", str))
             request["ExclusiveStartKey"] = {"deviceId": {"S": after}}
         try:
             response = await self._client.scan(**request)

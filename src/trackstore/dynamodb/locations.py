@@ -6,15 +6,20 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+from trackstore.clock import Clock, wall_clock_ms
 from trackstore.domain import Arrival, HistoryQuery, Location, Order, Page, WindowQuery
 from trackstore.dynamodb.batch import BatchWriter
 from trackstore.dynamodb.client import TableProbe, conditional, translate
 from trackstore.dynamodb.items import Item, location_from_item, location_item
+from trackstore.dynamodb.tables import TTL_ATTRIBUTE
 from trackstore.dynamodb.window import FleetWindow
-from trackstore.paging import decode_token, encode_token, key_field
+from trackstore.paging import MAX_KEY_INT, decode_token, encode_token, key_field
 from trackstore.timefmt import DAY_MS
 
 POSITION_ATTRIBUTE = "streamPosition"  # the stream record a location came from
+# DynamoDB deletes an item within about 48 hours of its expiresAt; until then reads return it.
+ALIVE = "#exp > :now"
+MAX_LATEST_LOOKS = 4
 # `timestamp` and `date` are DynamoDB reserved words: always aliased.
 _NAMES = {"#ts": "timestamp", "#dev": "deviceId"}
 
@@ -31,15 +36,17 @@ class DynamoLocationRepository:
         ttl_days: int,
         date_shards: int,
         concurrency: int = 16,
+        clock: Clock = wall_clock_ms,
     ) -> None:
         self._client = client
+        self._clock = clock
         self._table = table
         self._ttl_ms = ttl_days * DAY_MS
         self._date_shards = date_shards
         self._writer = BatchWriter(client, table, _key, concurrency=concurrency)
         self._limit = asyncio.Semaphore(concurrency)
         self._probe = TableProbe(client, table)
-        self._window = FleetWindow(client, table, date_shards)
+        self._window = FleetWindow(client, table, date_shards, clock)
 
     def _item(self, arrival: Arrival) -> Item:
         item = location_item(arrival.location, self._ttl_ms, self._date_shards)
@@ -69,25 +76,35 @@ class DynamoLocationRepository:
         return stored is not None
 
     async def history(self, query: HistoryQuery) -> Page[Location]:
-        scope = f"dynamodb:{self._table}:{query.device_id}:{query.order.value}"
+        scope = f"locations:{query.device_id}:{query.order.value}:{query.binding}"
+        start = query.start if query.start is not None else 0
+        end = query.end if query.end is not None else MAX_KEY_INT
         request: dict[str, Any] = {
             "TableName": self._table,
             "KeyConditionExpression": "#dev = :dev AND #ts BETWEEN :start AND :end",
-            "ExpressionAttributeNames": _NAMES,
+            "FilterExpression": ALIVE,
+            "ExpressionAttributeNames": {**_NAMES, "#exp": TTL_ATTRIBUTE},
             "ExpressionAttributeValues": {
                 ":dev": {"S": query.device_id},
-                ":start": {"N": str(query.start if query.start is not None else 0)},
-                ":end": {"N": str(query.end if query.end is not None else 2**53)},
+                ":start": {"N": str(start)},
+                ":end": {"N": str(end)},
+                ":now": {"N": str(self._clock() // 1000)},
             },
             "ScanIndexForward": query.order is Order.ASC,
             "Limit": query.limit,
         }
         if query.token is not None:
             after = key_field(decode_token(query.token, scope), "t", int)
-            request["ExclusiveStartKey"] = {
-                "deviceId": {"S": query.device_id},
-                "timestamp": {"N": str(after)},
-            }
+            # The window may have moved since the token was made (its start follows the
+            # retention edge): a cursor outside it either ends the listing or is not needed.
+            ascending = query.order is Order.ASC
+            if (after >= end) if ascending else (after <= start):
+                return Page(items=[])
+            if start <= after <= end:
+                request["ExclusiveStartKey"] = {
+                    "deviceId": {"S": query.device_id},
+                    "timestamp": {"N": str(after)},
+                }
         response = await self._query(request)
         items = [location_from_item(item) for item in response.get("Items", [])]
         last = response.get("LastEvaluatedKey")
@@ -98,18 +115,30 @@ class DynamoLocationRepository:
         return await self._window.page(query)
 
     async def latest(self, device_id: str) -> Location | None:
-        response = await self._query(
-            {
-                "TableName": self._table,
-                "KeyConditionExpression": "#dev = :dev",
-                "ExpressionAttributeNames": {"#dev": "deviceId"},
-                "ExpressionAttributeValues": {":dev": {"S": device_id}},
-                "ScanIndexForward": False,
-                "Limit": 1,
-            }
-        )
-        items = response.get("Items", [])
-        return location_from_item(items[0]) if items else None
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "#dev = :dev",
+            "FilterExpression": ALIVE,
+            "ExpressionAttributeNames": {"#dev": "deviceId", "#exp": TTL_ATTRIBUTE},
+            "ExpressionAttributeValues": {
+                ":dev": {"S": device_id},
+                ":now": {"N": str(self._clock() // 1000)},
+            },
+            "ScanIndexForward": False,
+            "Limit": 1,
+        }
+        # An expired newest item is skipped; a few more looks find a live one, if any is near.
+        for _ in range(MAX_LATEST_LOOKS):
+            response = await self._query(request)
+            items = response.get("Items", [])
+            if items:
+                return location_from_item(items[0])
+            last = response.get("LastEvaluatedKey")
+            if not last:
+                return None
+            request["ExclusiveStartKey"] = last
+            request["Limit"] = 25
+        return None
 
     async def ping(self) -> None:
         await self._probe.ping()

@@ -94,7 +94,7 @@ class MemoryLocationRepository:
 
     async def history(self, query: HistoryQuery) -> Page[Location]:
         self._store.check()
-        scope = f"memory:locations:{query.device_id}:{query.order.value}"
+        scope = f"locations:{query.device_id}:{query.order.value}:{query.binding}"
         track = self._store.tracks.get(query.device_id)
         times = track.times if track else []
         low = -(2**63) if query.start is None else query.start
@@ -119,7 +119,7 @@ class MemoryLocationRepository:
         self._store.check()
         after: tuple[int, str] | None = None
         if query.token is not None:
-            key = decode_token(query.token, "memory:window")
+            key = decode_token(query.token, f"window:{query.binding}")
             after = (key_field(key, "t", int), key_field(key, "d", str))
         found: list[Location] = []
         for track in self._store.tracks.values():
@@ -133,7 +133,9 @@ class MemoryLocationRepository:
         token = None
         if len(found) > query.limit:
             last = chosen[-1]
-            token = encode_token("memory:window", {"t": last.timestamp, "d": last.device_id})
+            token = encode_token(
+                f"window:{query.binding}", {"t": last.timestamp, "d": last.device_id}
+            )
         return Page(items=chosen, next_token=token)
 
     async def latest(self, device_id: str) -> Location | None:
@@ -189,7 +191,7 @@ class MemoryDeviceRepository:
 
     async def list(self, limit: int, token: str | None) -> Page[Device]:
         self._store.check()
-        scope = "memory:devices"
+        scope = f"devices:{limit}"
         ids = sorted(self._store.devices)
         start = 0
         if token is not None:

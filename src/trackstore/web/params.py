@@ -18,7 +18,10 @@ from trackstore.timefmt import parse_time
 MIN_TIME_MS = -62_135_596_800_000
 MAX_TIME_MS = 253_402_300_799_999
 _MAX_LIMIT_DIGITS = 6
-_TIME_HELP = "ISO-8601 date-time with a UTC offset, or epoch milliseconds; inclusive"
+_TIME_HELP = (
+    "ISO-8601 date-time with a UTC offset (encode '+' as %2B), or epoch time: seconds below "
+    "10^11, milliseconds from there; inclusive"
+)
 
 DeviceId = Annotated[
     str,
@@ -48,11 +51,11 @@ def time_param(name: str, text: str | None) -> int | None:
         return None
     try:
         ms = parse_time(text)
-    except ValueError:
+    except (ValueError, OverflowError) as exc:
         raise Error(
             INVALID,
             f"{name} must be an ISO-8601 date-time with a UTC offset "
-            f"(e.g. 2026-11-28T12:00:00Z) or epoch milliseconds, got {_shorten(text)!r}",
+            f"(e.g. 2026-11-28T12:00:00Z) or epoch seconds or milliseconds: {exc}",
         ) from None
     if not MIN_TIME_MS <= ms <= MAX_TIME_MS:
         raise Error(INVALID, f"{name} is out of range: {_shorten(text)!r}")
