@@ -3,10 +3,14 @@ botocore failures into the domain's error codes at the adapter edge."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import os
 import platform
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 from aiobotocore.config import AioConfig
@@ -15,14 +19,17 @@ from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     ConnectionError,
+    CredentialRetrievalError,
     EndpointConnectionError,
     NoCredentialsError,
+    ProfileNotFound,
     ReadTimeoutError,
 )
+from botocore.utils import is_valid_uri
 from opentelemetry.trace import Span, SpanKind
 
 from trackstore import __version__
-from trackstore.errors import INTERNAL, UNAVAILABLE, Error
+from trackstore.errors import INTERNAL, INVALID, UNAVAILABLE, Error
 from trackstore.metrics import Metrics
 from trackstore.telemetry import tracer
 
@@ -47,6 +54,75 @@ _USER_AGENT = f"trackstore/{__version__} python/{platform.python_version()}"
 def aws_session() -> AioSession:
     """One botocore session per process: it caches the service models clients are built from."""
     return get_session()
+
+
+ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_KINESIS", "AWS_ENDPOINT_URL_DYNAMODB")
+NO_CREDENTIALS = (
+    "no AWS credentials found (environment, shared config/credentials file, ECS container or "
+    "EC2 instance role)"
+)
+# The chain ends with the EC2 instance metadata service, which botocore asks with a 1 s timeout
+# per attempt; where none answers (a laptop, a container without a role) the lookup must not
+# hold up the start for long. The ECS container provider, before it, answers in milliseconds.
+CREDENTIALS_TIMEOUT_S = 5.0
+
+# botocore's rule (a DNS label, not all digits) in lower case only: every AWS region is, and a
+# request signed for `EU-WEST-1` is refused.
+_REGION = re.compile(r"^(?![0-9]+$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def check_aws_configuration(values: Mapping[str, str], region: str) -> None:
+    """Error(INVALID) naming the variable when `region` or an endpoint override in `values` is
+    one botocore cannot use: it would otherwise fail at the first client, with a traceback."""
+    if not _REGION.match(region):
+        variable = "AWS_REGION" if values.get("AWS_REGION") else "AWS_DEFAULT_REGION"
+        raise Error(
+            INVALID,
+            f"{variable} must be a region name such as eu-west-1 (lower-case letters, digits, "
+            f"hyphens), got {region!r}",
+        )
+    for variable in ENDPOINT_VARIABLES:
+        url = values.get(variable, "")
+        if url and not _is_endpoint_url(url):
+            raise Error(INVALID, f"{variable} must be an http(s)://host[:port] URL, got {url!r}")
+
+
+def _is_endpoint_url(url: str) -> bool:
+    if any(c.isspace() for c in url):
+        return False  # urlsplit drops some of them silently, botocore sends them
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number or out of range
+    except ValueError:
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and parts.username is None
+        and not parts.query
+        and not parts.fragment
+        and is_valid_uri(url)
+    )
+
+
+async def check_credentials(timeout_s: float = CREDENTIALS_TIMEOUT_S) -> None:
+    """Resolves botocore's credential chain once, so that a process without credentials stops
+    at start with one line instead of failing each call later; the session keeps what it found
+    for the clients. Error(INVALID) when nothing is found or the configuration is wrong,
+    Error(UNAVAILABLE) when a credentials endpoint does not answer."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            credentials = await aws_session().get_credentials()
+    except TimeoutError:
+        raise Error(INVALID, f"{NO_CREDENTIALS} within {timeout_s:g} s") from None
+    except ProfileNotFound as exc:
+        variable = "AWS_PROFILE" if os.environ.get("AWS_PROFILE") else "AWS_DEFAULT_PROFILE"
+        raise Error(INVALID, f"{variable}: {exc}") from None
+    except CredentialRetrievalError as exc:
+        raise Error(UNAVAILABLE, f"AWS credentials: {exc}") from None
+    except BotoCoreError as exc:  # partial keys, a config file that does not parse, ...
+        raise Error(INVALID, f"AWS credentials: {exc}") from None
+    if credentials is None:
+        raise Error(INVALID, NO_CREDENTIALS)
 
 
 def client_config(max_pool: int = 50) -> AioConfig:

@@ -12,8 +12,9 @@ from typing import Any, TypeVar
 import msgspec
 
 from trackstore import __version__
+from trackstore.aws import check_aws_configuration, check_credentials
 from trackstore.commands import consume, simulate
-from trackstore.config import Backend, Settings
+from trackstore.config import Backend, Settings, configuration_values
 from trackstore.container import Container, build_container
 from trackstore.demo import run_demo
 from trackstore.errors import Error
@@ -122,6 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         configure_logging(settings.log_level)
+        if _needs_aws(args, settings):
+            check_aws_configuration(configuration_values(), settings.aws_region)
         container = build_container(settings)
         provider = None
         if args.command in ("serve", "consume", "demo"):
@@ -152,7 +155,17 @@ def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
+def _needs_aws(args: argparse.Namespace, settings: Settings) -> bool:
+    """Whether the command talks to AWS, so its AWS settings are checked before it starts."""
+    return args.command in ("serve", "consume", "init", "simulate") and (
+        settings.backend is Backend.AWS
+    )
+
+
 async def _run(args: argparse.Namespace, container: Container, settings: Settings) -> int:
+    if _needs_aws(args, settings):
+        # Before the signal handlers: Ctrl-C during a slow lookup still interrupts it.
+        await check_credentials()
     stop = asyncio.Event()
     stop_on_signals(stop)
     settle_garbage_collector()

@@ -22,6 +22,7 @@ from trackstore.web.consumer_app import create_consumer_app
 
 log = logging.getLogger(__name__)
 TICK_S = 0.2
+PROGRESS_S = 5.0  # seconds between `simulate`'s progress lines
 
 
 async def consume(
@@ -87,23 +88,86 @@ async def simulate(
     duration_s: float | None,
     aggregate: bool,
     stop: asyncio.Event,
+    progress_s: float = PROGRESS_S,
 ) -> int:
-    """Publishes the fleet's reports until `duration_s` passes or `stop` is set; returns the
-    number of records published."""
+    """Publishes the fleet's reports until `duration_s` passes or `stop` is set, logging progress
+    every `progress_s` and a summary at the end; returns the number of records published."""
     fleet = Fleet(devices=devices, rate=rate, start_ms=wall_clock_ms(), legacy_share=0.2)
     ends = None if duration_s is None else time.monotonic() + duration_s
-    published = 0
     async with kinesis_client(settings.aws_region) as client:
         producer = Producer(client, settings.kinesis_stream_name)
-        while not stop.is_set() and (ends is None or time.monotonic() < ends):
-            tick = time.monotonic()
-            reports = fleet.advance(wall_clock_ms())
-            entries = _aggregated(reports) if aggregate else reports
-            await producer.put(entries)
-            published += len(reports)
-            await asyncio.sleep(max(0.0, tick + TICK_S - time.monotonic()))
-    log.info("simulation done", extra={"published": published, "retried": producer.retried})
-    return published
+        tally = _Tally(producer)
+        log.info(
+            f"simulating {devices} devices, {rate:g} records/s, to {settings.kinesis_stream_name}",
+            extra={"stream": settings.kinesis_stream_name, "devices": devices, "rate": rate},
+        )
+        # A task of its own: a put held up by throttling must not hold up the progress lines,
+        # they are what tells the user so.
+        reporter = asyncio.create_task(tally.report_every(progress_s))
+        try:
+            while not stop.is_set() and (ends is None or time.monotonic() < ends):
+                tick = time.monotonic()
+                reports = fleet.advance(wall_clock_ms())
+                entries = _aggregated(reports) if aggregate else reports
+                await producer.put(entries)
+                tally.sent += len(reports)
+                await asyncio.sleep(max(0.0, tick + TICK_S - time.monotonic()))
+        except BaseException:
+            tally.summary("simulation stopped")  # what did get out, before the error line
+            raise
+        finally:
+            reporter.cancel()
+    tally.summary("simulation done")
+    return tally.sent
+
+
+class _Tally:
+    """What `simulate` has sent, refused and retried, logged as progress and as a summary."""
+
+    def __init__(self, producer: Producer) -> None:
+        self.sent = 0
+        self._producer = producer
+        self._started = time.monotonic()
+
+    async def report_every(self, interval_s: float) -> None:
+        since, sent, refused, retried = self._started, 0, 0, 0
+        while True:
+            await asyncio.sleep(interval_s)
+            now = time.monotonic()
+            # Every tally line is about the last interval alone: a rate that fell is visible.
+            new_sent = self.sent - sent
+            new_refused = self._producer.refused - refused
+            new_retried = self._producer.retried - retried
+            per_second = new_sent / (now - since)
+            log.info(
+                f"sent {new_sent} records in {now - since:.1f} s ({per_second:.1f}/s), "
+                f"{new_refused} refused, {new_retried} retried; {self.sent} sent in all",
+                extra={
+                    "sent": new_sent,
+                    "perSecond": round(per_second, 1),
+                    "refused": new_refused,
+                    "retried": new_retried,
+                    "totalSent": self.sent,
+                },
+            )
+            since, sent = now, self.sent
+            refused, retried = self._producer.refused, self._producer.retried
+
+    def summary(self, headline: str) -> None:
+        seconds = time.monotonic() - self._started
+        per_second = self.sent / seconds if seconds > 0 else 0.0
+        refused, retried = self._producer.refused, self._producer.retried
+        log.info(
+            f"{headline}: {self.sent} records sent in {seconds:.1f} s ({per_second:.1f}/s), "
+            f"{refused} refused, {retried} retried",
+            extra={
+                "sent": self.sent,
+                "seconds": round(seconds, 1),
+                "perSecond": round(per_second, 1),
+                "refused": refused,
+                "retried": retried,
+            },
+        )
 
 
 def _aggregated(reports: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:

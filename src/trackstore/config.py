@@ -48,8 +48,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         cls, environ: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")
     ) -> Settings:
         """Settings from `environ` (default os.environ) over `dotenv`; Error(INVALID) when off."""
-        values = dict(read_dotenv(dotenv)) if dotenv is not None else {}
-        values.update(os.environ if environ is None else environ)
+        values = configuration_values(environ, dotenv)
         return cls(
             aws_region=values.get("AWS_REGION") or values.get("AWS_DEFAULT_REGION") or "us-east-1",
             kinesis_stream_name=_name(values, "KINESIS_STREAM_NAME", "transport-gps-stream-dev"),
@@ -76,6 +75,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             metrics_public=_bool(values, "METRICS_PUBLIC"),
             log_level=_log_level(values.get("LOG_LEVEL", "INFO")),
         )
+
+
+def configuration_values(
+    environ: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")
+) -> dict[str, str]:
+    """The variables as TrackStore sees them: `environ` (default os.environ) over `dotenv`."""
+    values = dict(read_dotenv(dotenv)) if dotenv is not None else {}
+    values.update(os.environ if environ is None else environ)
+    return values
 
 
 def read_dotenv(path: Path) -> dict[str, str]:

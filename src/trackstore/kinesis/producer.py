@@ -24,7 +24,11 @@ class Producer:
         self._stream = stream
         self._deadline_s = deadline_s
         self._backoff = backoff or Backoff(base=0.1, cap=5.0)
-        self.retried = 0  # records sent again after a per-record failure (throttling)
+        # Records a call did not take (refused one by one when throttled, or the whole call
+        # failed), and records sent again after that: the two differ by those given up at the
+        # deadline.
+        self.refused = 0
+        self.retried = 0
 
     async def put(self, entries: Sequence[tuple[str, bytes]]) -> None:
         """Publishes (partition key, data) entries; raises Error(UNAVAILABLE) if some are still
@@ -48,13 +52,13 @@ class Producer:
                     for entry, result in zip(pending, results, strict=True)
                     if "ErrorCode" in result
                 ]
-                self.retried += len(pending)
             except Exception as exc:
                 error = translate(exc, f"put records to {self._stream}")
                 if error.code is not UNAVAILABLE:
                     raise error from exc
             if not pending:
                 return
+            self.refused += len(pending)
             attempt += 1
             delay = self._backoff.delay(attempt)
             if time.monotonic() + delay > deadline:
@@ -64,6 +68,7 @@ class Producer:
                     retry_after=1,
                 )
             await asyncio.sleep(delay)
+            self.retried += len(pending)
 
 
 def _chunks(entries: Sequence[tuple[str, bytes]]) -> list[list[tuple[str, bytes]]]:
