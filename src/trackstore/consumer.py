@@ -195,10 +195,6 @@ class Consumer:
         metrics.records_duplicate.inc(result.duplicates)
         metrics.records_foreign_key.inc(result.foreign_keys)
         self._totals.add(result)
-        if batch.millis_behind_latest is not None:
-            metrics.millis_behind_latest.labels(shard=batch.shard_id).set(
-                batch.millis_behind_latest
-            )
         for rejection in result.rejections:
             metrics.records_rejected.labels(reason=rejection.reason.value).inc()
             log.warning(

@@ -17,6 +17,8 @@ class SourceState(msgspec.Struct, frozen=True):
     held: int  # leases this process holds
     orphaned: int  # workable leases with no live owner, at the last look
     behind_ms: int  # the largest MillisBehindLatest of the shards held
+    # The shards held, when the source knows them: a batch's lag of any other shard is stale.
+    shards: frozenset[str] | None = None
 
 
 class ConsumerHealth:
@@ -51,6 +53,10 @@ class ConsumerHealth:
         now = self._clock()
         checks: dict[str, str | None] = {"progress": None, "leases": None}
         state = self.source_state() if self.source_state is not None else None
+        if state is not None and state.shards is not None:
+            # Lost, released or finished: its last lag would otherwise hold the check forever.
+            for shard_id in self._behind_ms.keys() - state.shards:
+                del self._behind_ms[shard_id]
         behind = max(self._behind_ms.values(), default=0)
         if state is not None:
             behind = max(behind, state.behind_ms)

@@ -9,6 +9,7 @@ from checkpointing one shard.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
@@ -134,6 +135,65 @@ class LeaseTaker:
             (lease for lease in workable if lease.owner == busiest), key=lambda le: le.shard_id
         )
         return theirs[:steal]
+
+    def orphans(self, leases: Sequence[Lease]) -> int:
+        """Leases that should be read now and have no live owner. A child waiting for its
+        parents is not one: nobody may read it yet, so no worker is missing."""
+        by_shard = {lease.shard_id: lease for lease in leases}
+        return sum(1 for lease in leases if _ready(lease, by_shard) and self.expired(lease))
+
+
+class RenewalSchedule:
+    """When each held lease is due for renewal: `every_s` after its own last successful write.
+
+    Deadlines are kept per lease rather than per round, so a slow round (many leases, a slow
+    lease table) delays no lease beyond its own deadline. A write counts from when it was sent:
+    the table changed no earlier, so the deadline errs early, never late.
+    """
+
+    def __init__(self, every_s: float, clock: Callable[[], float]) -> None:
+        self._every_s = every_s
+        self._clock = clock
+        self._last: dict[str, float] = {}  # shard -> when its last successful write was sent
+        self._queue: list[tuple[float, str]] = []  # (due at, shard); stale entries are skipped
+        self._queued: set[str] = set()
+
+    def renewed(self, shard_id: str, sent_at: float) -> None:
+        """A write that moved the lease's counter (take, renewal or checkpoint) succeeded."""
+        self._last[shard_id] = max(sent_at, self._last.get(shard_id, sent_at))
+        self._push(shard_id, self._last[shard_id] + self._every_s)
+
+    def retry(self, shard_id: str, after_s: float) -> None:
+        """A renewal failed without losing the lease: try again soon, not a full period later."""
+        if shard_id in self._last:
+            self._push(shard_id, self._clock() + after_s)
+
+    def forget(self, shard_id: str) -> None:
+        self._last.pop(shard_id, None)
+
+    def due(self) -> list[str]:
+        """The leases due now; each leaves the schedule until `renewed`, `retry` or `forget`."""
+        now = self._clock()
+        due: list[str] = []
+        while self._queue and self._queue[0][0] <= now:
+            _, shard_id = heapq.heappop(self._queue)
+            self._queued.discard(shard_id)
+            last = self._last.get(shard_id)
+            if last is None:
+                continue
+            if last + self._every_s > now:  # written since it was queued (a checkpoint)
+                self._push(shard_id, last + self._every_s)
+            else:
+                due.append(shard_id)
+        return due
+
+    def next_due(self) -> float | None:
+        return self._queue[0][0] if self._queue else None
+
+    def _push(self, shard_id: str, at: float) -> None:
+        if shard_id not in self._queued:
+            self._queued.add(shard_id)
+            heapq.heappush(self._queue, (at, shard_id))
 
 
 def _ready(lease: Lease, by_shard: dict[str, Lease]) -> bool:

@@ -202,8 +202,13 @@ def test_consume_runs_against_the_stream_then_stops_on_sigterm(
     # The task definition's command: the image's entrypoint with the command overridden.
     log = tmp_path / "consume.log"
     process = start([*entrypoint, "consume"], env, workdir, processes, log)
-    time.sleep(3)
-    assert process.poll() is None, f"exited with {process.returncode}:\n{log.read_text()}"
+    # Stopped once it holds its shards: SIGTERM must then end it cleanly. (Waiting on the log,
+    # not a fixed sleep: the image's interpreter writes no bytecode, so a busy host starts slowly.)
+    deadline = time.monotonic() + 60
+    while log.read_text().count('"lease taken"') < 2:
+        assert process.poll() is None, f"exited with {process.returncode}:\n{log.read_text()}"
+        assert time.monotonic() < deadline, f"never took its leases:\n{log.read_text()}"
+        time.sleep(0.1)
 
     assert stop(process, CONSUME_STOP_S, log) == 0, log.read_text()
     assert_json_logs(log)

@@ -136,6 +136,29 @@ def test_lag_reported_by_the_source_counts_before_any_batch(clock: Clock) -> Non
     assert health.checks() == HEALTHY
 
 
+def holding(*shards: str) -> SourceState:
+    return SourceState(held=len(shards), orphaned=0, behind_ms=0, shards=frozenset(shards))
+
+
+def test_the_lag_of_a_shard_no_longer_held_is_forgotten(clock: Clock) -> None:
+    """Lost, released or finished: its last batch's lag must not fail the check forever."""
+    source = Source()
+    source.state = holding(SHARD, OTHER_SHARD)
+    health = health_of(clock, source)
+    health.progressed(SHARD, 9_000)
+    health.progressed(OTHER_SHARD, 0)
+    source.state = holding(OTHER_SHARD)
+
+    clock.advance(STALL_S + 5)  # the one shard held is idle and caught up
+    assert health.checks() == HEALTHY
+
+    # Taken again later and behind: its lag counts again from its next batch.
+    source.state = holding(SHARD, OTHER_SHARD)
+    health.progressed(SHARD, 5_000)
+    clock.advance(STALL_S)
+    assert "5000 ms behind" in (health.checks()["progress"] or "")
+
+
 def test_batches_failing_for_stall_s_fail_the_check(clock: Clock) -> None:
     health = health_of(clock)
     health.failing(SHARD)

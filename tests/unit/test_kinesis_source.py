@@ -1,12 +1,15 @@
 """KinesisStreamSource against a fake Kinesis client and MemoryLeaseStore: a lease per shard,
-children after their parents, fencing when a lease is taken behind the source's back, and the
-release of every lease on close."""
+children after their parents, fencing when a lease is taken behind the source's back (and a
+batch from before a loss never checkpointing), lag that goes with the lease, the lease log, and
+the release of every lease on close."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgspec
@@ -19,6 +22,7 @@ from trackstore.kinesis.reader import KinesisBatch
 from trackstore.kinesis.source import KinesisStreamSource
 from trackstore.leasing import SHARD_END, TRIM_HORIZON, Lease
 from trackstore.memory.leases import MemoryLeaseStore
+from trackstore.metrics import Metrics
 
 FAILOVER_S = 0.3
 DEADLINE_S = 3.0
@@ -94,6 +98,32 @@ async def eventually(condition: Callable[[], bool], what: str, within: float = D
     while not condition():
         assert time.perf_counter() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.002)
+
+
+@contextlib.asynccontextmanager
+async def taken_by_another(store: MemoryLeaseStore, shard_id: str) -> AsyncIterator[None]:
+    """Another worker takes the lease behind the source's back and keeps it alive inside."""
+    lease = store.leases[shard_id]
+    store.leases[shard_id] = msgspec.structs.replace(
+        lease, owner="worker-b", counter=lease.counter + 1, owner_switches=1
+    )
+    alive = True
+
+    async def renewing() -> None:
+        while alive:
+            assert await store.renew(store.leases[shard_id]) is not None
+            await asyncio.sleep(FAILOVER_S / 6)
+
+    task = asyncio.create_task(renewing())
+    try:
+        yield
+    finally:
+        alive = False
+        await task
+
+
+def lag(metrics: Metrics, shard_id: str) -> float | None:
+    return metrics.registry.get_sample_value("trackstore_millis_behind_latest", {"shard": shard_id})
 
 
 # -- leases and resharding ----------------------------------------------------------------------
@@ -272,6 +302,138 @@ async def test_a_lease_renewal_failing_stops_the_shard_before_its_next_checkpoin
     assert raised.value.code is CONFLICT
     assert store.leases[S0].checkpoint == TRIM_HORIZON
     await driving.stop()
+
+
+async def test_a_batch_from_before_the_lease_was_lost_and_taken_back_cannot_checkpoint() -> None:
+    kinesis = FakeKinesis()
+    kinesis.add_shard(S0)
+    written = kinesis.put(S0, *data(S0, 6))
+    store = MemoryLeaseStore()
+    driving = Driving(source_for(kinesis, store), store, hold={S0})
+    first = await driving.next_held()
+    await first.checkpoint()
+    stale = await driving.next_held()  # in hand while the lease goes and comes back
+
+    # Another worker takes the lease and at once hands it back (it was stopping).
+    taken = await store.take(store.leases[S0], "worker-b")
+    assert taken is not None
+    assert await store.release(taken) is not None
+    # This worker finds out at its next renewal, takes the free lease again and replays from
+    # its checkpoint, then goes on past the stale batch.
+    replayed: list[str] = []
+    while store.leases[S0].checkpoint != written[5]:
+        batch = await driving.next_held()
+        replayed.extend(r.sequence_number for r in batch.records)
+        await batch.checkpoint()
+    assert replayed == written[2:]
+
+    with pytest.raises(Error) as raised:
+        await stale.checkpoint()
+    assert raised.value.code is CONFLICT
+    assert store.leases[S0].checkpoint == written[5]  # not back to written[3]
+    assert store.leases[S0].owner == "worker-a"
+    assert S0 in driving.source.held  # the holding of today is untouched
+    await driving.stop()
+
+
+# -- lag and logs -------------------------------------------------------------------------------
+
+
+async def test_a_lost_shard_leaves_no_lag_behind() -> None:
+    kinesis = FakeKinesis()
+    kinesis.add_shard(S0)
+    kinesis.add_shard(S1)
+    kinesis.put(S0, *data(S0, 6))
+    kinesis.put(S1, *data(S1, 6))
+    kinesis.lag_ms = 7000
+    metrics = Metrics()
+    store = MemoryLeaseStore()
+    driving = Driving(source_for(kinesis, store, metrics=metrics), store, hold={S0, S1})
+    in_hand = {batch.shard_id: batch for batch in [await driving.next_held() for _ in "ab"]}
+    await eventually(lambda: lag(metrics, S0) == lag(metrics, S1) == 7000, "lag of both shards")
+    assert driving.source.state().behind_ms == 7000
+
+    async with taken_by_another(store, S0):
+        await eventually(lambda: S0 not in driving.source.held, "the loss noticed")
+        assert lag(metrics, S0) is None
+        assert lag(metrics, S1) == 7000
+        state = driving.source.state()
+        assert (state.held, state.shards) == (1, frozenset({S1}))
+
+        # The consumer sets a stored batch's lag before it checkpoints: the failed checkpoint
+        # drops that series again.
+        metrics.millis_behind_latest.labels(shard=S0).set(7000)
+        with pytest.raises(Error):
+            await in_hand[S0].checkpoint()
+        assert lag(metrics, S0) is None
+        await driving.stop()
+    assert lag(metrics, S1) is None  # released on close
+    assert driving.source.state().shards == frozenset()
+
+
+async def test_a_finished_shard_leaves_no_lag_behind() -> None:
+    kinesis = FakeKinesis()
+    kinesis.add_shard(S0)
+    kinesis.add_shard(S1)
+    kinesis.put(S0, *data(S0, 3))
+    kinesis.put(S1, *data(S1, 3))
+    kinesis.close(S0)
+    kinesis.lag_ms = 2000
+    metrics = Metrics()
+    store = MemoryLeaseStore()
+    driving = Driving(source_for(kinesis, store, metrics=metrics), store)
+
+    await eventually(
+        lambda: S0 in store.leases and store.leases[S0].finished, "the closed shard read to its end"
+    )
+    await eventually(lambda: S0 not in driving.source.held, "its lease let go")
+    assert lag(metrics, S0) is None
+    assert lag(metrics, S1) == 2000
+    await driving.stop()
+
+
+async def test_a_child_waiting_for_its_parent_is_not_an_orphan() -> None:
+    kinesis = FakeKinesis()
+    kinesis.add_shard(S0)
+    kinesis.add_shard(S1, S0)
+    store = MemoryLeaseStore()
+    assert await store.create(Lease(shard_id=S0, owner="worker-b"))
+    async with taken_by_another(store, S0):
+        driving = Driving(source_for(kinesis, store), store)
+        await eventually(lambda: S1 in store.leases, "the child's lease created")
+        await asyncio.sleep(2 * FAILOVER_S)  # several lease-taking rounds
+
+        # Nothing to read here: the parent has a live owner and the child must wait for it.
+        state = driving.source.state()
+        assert (state.held, state.orphaned) == (0, 0)
+        await driving.stop()
+
+
+async def test_each_lease_taken_lost_and_released_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="trackstore.kinesis.source")
+    kinesis = FakeKinesis()
+    kinesis.add_shard(S0)
+    kinesis.add_shard(S1)
+    store = MemoryLeaseStore()
+    driving = Driving(source_for(kinesis, store), store)
+    await eventually(lambda: len(driving.source.held) == 2, "both leases taken")
+    async with taken_by_another(store, S0):
+        await eventually(lambda: S0 not in driving.source.held, "the loss noticed")
+        await driving.stop()
+
+    lines = [
+        (r.levelno, r.getMessage(), getattr(r, "shard", None), getattr(r, "worker", None))
+        for r in caplog.records
+        if getattr(r, "shard", None)
+    ]
+    assert lines == [
+        (logging.INFO, "lease taken", S0, "worker-a"),
+        (logging.INFO, "lease taken", S1, "worker-a"),
+        (logging.INFO, "lease lost", S0, "worker-a"),
+        (logging.INFO, "lease released", S1, "worker-a"),
+    ]
 
 
 # -- closing ------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """LeaseTaker over MemoryLeaseStore with a fake clock: taking, failover, balancing, resharding
-order, and the store's fencing (every write conditional on the counter and owner last seen)."""
+order, orphans, the store's fencing (every write conditional on the counter and owner last seen),
+and RenewalSchedule: each lease due a third of the failover time after its own last write."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ import math
 import msgspec
 import pytest
 
-from trackstore.leasing import SHARD_END, TRIM_HORIZON, Lease, LeaseStore, LeaseTaker
+from trackstore.leasing import (
+    SHARD_END,
+    TRIM_HORIZON,
+    Lease,
+    LeaseStore,
+    LeaseTaker,
+    RenewalSchedule,
+)
 from trackstore.memory.leases import MemoryLeaseStore
 
 FAILOVER_S = 10.0
@@ -434,3 +442,97 @@ async def test_a_worker_that_lost_its_lease_cannot_checkpoint_it() -> None:
     await a.renew()
     assert a.lost == ["s"]
     assert a.held == {}
+
+
+# -- orphans ------------------------------------------------------------------------------------
+
+
+async def test_orphans_are_the_readable_leases_without_a_live_owner() -> None:
+    clock = Clock()
+    leases = [
+        Lease(shard_id="free"),
+        Lease(shard_id="dead", owner="B", counter=3),
+        Lease(shard_id="live", owner="C", counter=5),
+        Lease(shard_id="done", checkpoint=SHARD_END),
+        Lease(shard_id="parent", owner="C", counter=2),
+        Lease(shard_id="waiting-child", parents=frozenset({"parent"})),
+        Lease(shard_id="ready-child", parents=frozenset({"done"})),
+    ]
+    taker = LeaseTaker("A", FAILOVER_S, 1000, clock)
+    taker.observe(leases)
+    clock.advance(FAILOVER_S)
+    renewed = [
+        msgspec.structs.replace(le, counter=le.counter + 1) if le.owner == "C" else le
+        for le in leases
+    ]
+    taker.observe(renewed)
+
+    # "dead" stood still for the failover time; the child of a parent still being read waits.
+    assert taker.orphans(renewed) == 3  # free, dead, ready-child
+
+
+# -- renewal schedule ---------------------------------------------------------------------------
+
+EVERY_S = FAILOVER_S / 3
+
+
+def test_each_lease_is_due_a_third_of_the_failover_after_its_own_last_write() -> None:
+    clock = Clock()
+    schedule = RenewalSchedule(EVERY_S, clock)
+    schedule.renewed("a", clock())
+    clock.advance(1.0)
+    schedule.renewed("b", clock())
+
+    clock.advance(EVERY_S - 1.0 - 0.01)
+    assert schedule.due() == []
+    clock.advance(0.01)
+    assert schedule.due() == ["a"]
+    assert schedule.next_due() == pytest.approx(clock() + 1.0)
+    clock.advance(1.0)
+    assert schedule.due() == ["b"]
+
+
+def test_a_slow_renewal_does_not_push_back_the_next_one() -> None:
+    clock = Clock()
+    schedule = RenewalSchedule(EVERY_S, clock)
+    schedule.renewed("a", clock())
+    clock.advance(EVERY_S)
+    assert schedule.due() == ["a"]
+    sent_at = clock()
+    clock.advance(2.0)  # the lease table took 2 s to answer
+    schedule.renewed("a", sent_at)
+
+    assert schedule.next_due() == pytest.approx(sent_at + EVERY_S)
+    clock.advance(EVERY_S - 2.0)
+    assert schedule.due() == ["a"]
+
+
+def test_a_checkpoint_counts_as_a_renewal() -> None:
+    clock = Clock()
+    schedule = RenewalSchedule(EVERY_S, clock)
+    schedule.renewed("a", clock())
+    clock.advance(2.0)
+    schedule.renewed("a", clock())  # a checkpoint moved the counter too
+
+    clock.advance(EVERY_S - 2.0)
+    assert schedule.due() == []
+    clock.advance(2.0)
+    assert schedule.due() == ["a"]
+
+
+def test_a_failed_renewal_is_retried_soon_and_a_forgotten_lease_never() -> None:
+    clock = Clock()
+    schedule = RenewalSchedule(EVERY_S, clock)
+    schedule.renewed("a", clock())
+    schedule.renewed("b", clock())
+    clock.advance(EVERY_S)
+    assert sorted(schedule.due()) == ["a", "b"]
+
+    schedule.retry("a", 0.3)
+    schedule.retry("b", 0.3)
+    schedule.forget("b")  # lost meanwhile
+    clock.advance(0.3)
+    assert schedule.due() == ["a"]
+    clock.advance(FAILOVER_S)
+    assert schedule.due() == []
+    assert schedule.next_due() is None
