@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -23,6 +25,8 @@ class Backend(StrEnum):
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """What TrackStore is configured with; `from_env` fills it from SETTINGS."""
+
     aws_region: str = "us-east-1"
     kinesis_stream_name: str = "transport-gps-stream-dev"
     device_table_name: str = "transport-devices-dev"
@@ -49,32 +53,168 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ) -> Settings:
         """Settings from `environ` (default os.environ) over `dotenv`; Error(INVALID) when off."""
         values = configuration_values(environ, dotenv)
-        return cls(
-            aws_region=values.get("AWS_REGION") or values.get("AWS_DEFAULT_REGION") or "us-east-1",
-            kinesis_stream_name=_name(values, "KINESIS_STREAM_NAME", "transport-gps-stream-dev"),
-            device_table_name=_name(values, "DEVICE_TABLE_NAME", "transport-devices-dev"),
-            location_table_name=_name(values, "LOCATION_TABLE_NAME", "transport-locations-dev"),
-            lease_table_name=_name(values, "LEASE_TABLE_NAME", "transport-leases-dev"),
-            kinesis_batch_size=_int(values, "KINESIS_BATCH_SIZE", 1000, 1, 10_000),
-            location_ttl_days=_int(values, "LOCATION_TTL_DAYS", 30, 1, 3650),
-            location_date_shards=_int(values, "LOCATION_DATE_SHARDS", 8, 1, 100),
-            backend=_backend(values.get("TRACKSTORE_BACKEND", "aws")),
-            dead_letter_stream_name=values.get("DEAD_LETTER_STREAM_NAME", "").strip() or None,
-            kinesis_initial_position=_choice(
-                values, "KINESIS_INITIAL_POSITION", ("TRIM_HORIZON", "LATEST")
-            ),
-            lease_failover_seconds=_int(values, "LEASE_FAILOVER_SECONDS", 10, 2, 600),
-            max_leases_per_worker=_int(values, "MAX_LEASES_PER_WORKER", 1000, 1, 100_000),
-            consumer_stall_seconds=_int(values, "CONSUMER_STALL_SECONDS", 300, 10, 86_400),
-            consumer_metrics_port=(
-                _int(values, "CONSUMER_METRICS_PORT", 0, 0, 65_535)
-                if values.get("CONSUMER_METRICS_PORT", "").strip()
-                else None
-            ),
-            api_key_digests=_api_keys(values.get("TRACKSTORE_API_KEYS", "")),
-            metrics_public=_bool(values, "METRICS_PUBLIC"),
-            log_level=_log_level(values.get("LOG_LEVEL", "INFO")),
-        )
+        chosen: dict[str, Any] = {}
+        for setting in SETTINGS:
+            raw = next(
+                (v.strip() for name in setting.variables if (v := values.get(name, "")).strip()),
+                "",
+            )
+            if raw:
+                chosen[setting.field] = setting.parse(setting.variable, raw)
+        return cls(**chosen)
+
+
+Parser = Callable[[str, str], Any]  # (variable, its non-empty value) -> the setting's value
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: the Settings field, the variable (then any fallbacks) it is read from, how
+    its value is parsed, and its default as the README shows it."""
+
+    field: str
+    variable: str
+    parse: Parser
+    fallbacks: tuple[str, ...] = ()
+    shown_default: str | None = None  # when the README says more than the field's default
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        return (self.variable, *self.fallbacks)
+
+    @property
+    def default(self) -> str:
+        """The default as the README's configuration table writes it."""
+        if self.shown_default is not None:
+            return self.shown_default
+        value = getattr(Settings(), self.field)
+        if value is None or value == ():
+            return "unset"
+        if isinstance(value, bool):
+            return str(value).lower()
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        return str(value)
+
+
+def _text(variable: str, raw: str) -> str:
+    if not 1 <= len(raw) <= 255:
+        raise Error(INVALID, f"{variable} must be 1..255 characters")
+    return raw
+
+
+def _integer(low: int, high: int) -> Parser:
+    def parse(variable: str, raw: str) -> int:
+        try:
+            number = int(raw)
+        except ValueError:
+            raise Error(INVALID, f"{variable} must be an integer, got {raw!r}") from None
+        if not low <= number <= high:
+            raise Error(INVALID, f"{variable} must be between {low} and {high}, got {number}")
+        return number
+
+    return parse
+
+
+def _number(low: float, high: float) -> Parser:
+    def parse(variable: str, raw: str) -> float:
+        try:
+            number = float(raw)
+        except ValueError:
+            raise Error(INVALID, f"{variable} must be a number, got {raw!r}") from None
+        if not low <= number <= high:  # NaN fails this too
+            raise Error(INVALID, f"{variable} must be between {low:g} and {high:g}, got {raw}")
+        return number
+
+    return parse
+
+
+def _choice(*choices: str) -> Parser:
+    def parse(variable: str, raw: str) -> str:
+        value = raw.upper()
+        if value not in choices:
+            raise Error(INVALID, f"{variable} must be one of {', '.join(choices)}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _api_keys(variable: str, raw: str) -> tuple[bytes, ...]:
+    """Comma-separated keys, or `sha256:<hex>` digests of them, as SHA-256 digests."""
+    digests = []
+    for entry in (part.strip() for part in raw.split(",")):
+        if not entry:
+            continue
+        if entry.startswith("sha256:"):
+            try:
+                digest = bytes.fromhex(entry.removeprefix("sha256:"))
+            except ValueError:
+                digest = b""
+            if len(digest) != 32:
+                raise Error(INVALID, f"{variable}: a sha256: entry needs 64 hex digits")
+            digests.append(digest)
+        elif len(entry) < 16:
+            raise Error(INVALID, f"{variable}: keys must be at least 16 characters")
+        else:
+            digests.append(hashlib.sha256(entry.encode()).digest())
+    return tuple(digests)
+
+
+def _flag(variable: str, raw: str) -> bool:
+    value = raw.lower()
+    if value in ("0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise Error(INVALID, f"{variable} must be true or false, got {raw!r}")
+
+
+def _backend(variable: str, raw: str) -> Backend:
+    try:
+        return Backend(raw.lower())
+    except ValueError:
+        raise Error(INVALID, f"{variable} must be 'aws' or 'memory', got {raw!r}") from None
+
+
+def _log_level(variable: str, raw: str) -> str:
+    level = raw.upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise Error(INVALID, f"{variable} must be DEBUG, INFO, WARNING, ERROR or CRITICAL: {raw!r}")
+    return level
+
+
+def _as_is(variable: str, raw: str) -> str:
+    return raw
+
+
+# Every setting, once: the README's configuration table lists these (a test compares them).
+SETTINGS: tuple[Setting, ...] = (
+    Setting("aws_region", "AWS_REGION", _as_is, fallbacks=("AWS_DEFAULT_REGION",)),
+    Setting("kinesis_stream_name", "KINESIS_STREAM_NAME", _text),
+    Setting("device_table_name", "DEVICE_TABLE_NAME", _text),
+    Setting("location_table_name", "LOCATION_TABLE_NAME", _text),
+    Setting("lease_table_name", "LEASE_TABLE_NAME", _text),
+    Setting("kinesis_batch_size", "KINESIS_BATCH_SIZE", _integer(1, 10_000)),
+    Setting("location_ttl_days", "LOCATION_TTL_DAYS", _integer(1, 3650)),
+    Setting("location_date_shards", "LOCATION_DATE_SHARDS", _integer(1, 100)),
+    Setting(
+        "kinesis_initial_position", "KINESIS_INITIAL_POSITION", _choice("TRIM_HORIZON", "LATEST")
+    ),
+    Setting("lease_failover_seconds", "LEASE_FAILOVER_SECONDS", _number(2, 600)),
+    Setting("max_leases_per_worker", "MAX_LEASES_PER_WORKER", _integer(1, 100_000)),
+    Setting("dead_letter_stream_name", "DEAD_LETTER_STREAM_NAME", _text),
+    Setting("api_key_digests", "TRACKSTORE_API_KEYS", _api_keys),
+    Setting("metrics_public", "METRICS_PUBLIC", _flag),
+    Setting(
+        "consumer_metrics_port",
+        "CONSUMER_METRICS_PORT",
+        _integer(0, 65_535),
+        shown_default=str(DEFAULT_CONSUMER_METRICS_PORT),
+    ),
+    Setting("consumer_stall_seconds", "CONSUMER_STALL_SECONDS", _number(10, 86_400)),
+    Setting("backend", "TRACKSTORE_BACKEND", _backend),
+    Setting("log_level", "LOG_LEVEL", _log_level),
+)
 
 
 def configuration_values(
@@ -104,74 +244,3 @@ def read_dotenv(path: Path) -> dict[str, str]:
             value = value[1:-1]
         values[key.strip()] = value
     return values
-
-
-def _name(values: Mapping[str, str], key: str, default: str) -> str:
-    value = values.get(key, "").strip() or default
-    if not 1 <= len(value) <= 255:
-        raise Error(INVALID, f"{key} must be 1..255 characters")
-    return value
-
-
-def _int(values: Mapping[str, str], key: str, default: int, low: int, high: int) -> int:
-    raw = values.get(key, "").strip()
-    if not raw:
-        return default
-    try:
-        number = int(raw)
-    except ValueError:
-        raise Error(INVALID, f"{key} must be an integer, got {raw!r}") from None
-    if not low <= number <= high:
-        raise Error(INVALID, f"{key} must be between {low} and {high}, got {number}")
-    return number
-
-
-def _choice(values: Mapping[str, str], key: str, choices: tuple[str, ...]) -> str:
-    raw = values.get(key, "").strip().upper() or choices[0]
-    if raw not in choices:
-        raise Error(INVALID, f"{key} must be one of {', '.join(choices)}, got {raw!r}")
-    return raw
-
-
-def _api_keys(raw: str) -> tuple[bytes, ...]:
-    """Comma-separated keys, or `sha256:<hex>` digests of them, as SHA-256 digests."""
-    digests = []
-    for entry in (part.strip() for part in raw.split(",")):
-        if not entry:
-            continue
-        if entry.startswith("sha256:"):
-            try:
-                digest = bytes.fromhex(entry.removeprefix("sha256:"))
-            except ValueError:
-                digest = b""
-            if len(digest) != 32:
-                raise Error(INVALID, "TRACKSTORE_API_KEYS: a sha256: entry needs 64 hex digits")
-            digests.append(digest)
-        elif len(entry) < 16:
-            raise Error(INVALID, "TRACKSTORE_API_KEYS: keys must be at least 16 characters")
-        else:
-            digests.append(hashlib.sha256(entry.encode()).digest())
-    return tuple(digests)
-
-
-def _bool(values: Mapping[str, str], key: str) -> bool:
-    raw = values.get(key, "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
-        return False
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    raise Error(INVALID, f"{key} must be true or false, got {raw!r}")
-
-
-def _backend(raw: str) -> Backend:
-    try:
-        return Backend(raw.strip().lower() or "aws")
-    except ValueError:
-        raise Error(INVALID, f"TRACKSTORE_BACKEND must be 'aws' or 'memory', got {raw!r}") from None
-
-
-def _log_level(raw: str) -> str:
-    level = raw.strip().upper() or "INFO"
-    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
-        raise Error(INVALID, f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL: {raw!r}")
-    return level
