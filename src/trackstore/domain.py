@@ -16,6 +16,8 @@ UNADDRESSABLE_IDS = frozenset({".", ".."})
 ACTIVE_WINDOW_MS = 5 * 60 * 1000
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
+MAX_NAME_LENGTH = 256  # a registered device's name, characters
+MAX_METADATA_BYTES = 4096  # its metadata, encoded as JSON
 
 Scalar = str | int | float | bool | None
 T = TypeVar("T")

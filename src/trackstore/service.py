@@ -11,6 +11,8 @@ import msgspec
 from trackstore import exactly_once
 from trackstore.clock import Clock
 from trackstore.domain import (
+    MAX_METADATA_BYTES,
+    MAX_NAME_LENGTH,
     Arrival,
     Device,
     HistoryQuery,
@@ -31,10 +33,8 @@ from trackstore.values import string_problem, value_problem
 # A device's lastSeen only moves under another writer (a lease that just moved, or a zombie
 # worker); a few re-reads settle it.
 MAX_ACTIVITY_ATTEMPTS = 5
-MAX_NAME_LENGTH = 256
 # Load balancers give a health check 5 s by default: answer, even if the answer is "down".
 HEALTH_TIMEOUT_S = 2.0
-MAX_METADATA_BYTES = 4096
 # A query's answer is due within this; an ALB's idle timeout is 60 s, clients give up sooner.
 REQUEST_DEADLINE_S = 10.0
 DEFAULT_WINDOW_MS = HOUR_MS

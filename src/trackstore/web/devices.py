@@ -11,8 +11,9 @@ from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Sche
 from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import RawBody
 
+from trackstore.domain import MAX_METADATA_BYTES, MAX_NAME_LENGTH
 from trackstore.errors import INVALID, Error
-from trackstore.service import MAX_METADATA_BYTES, MAX_NAME_LENGTH, TrackService
+from trackstore.service import TrackService
 from trackstore.web.params import DeviceId, Limit, NextToken, limit_param
 from trackstore.web.problems import BAD_DEVICE, STORE_DOWN, problem_specs
 from trackstore.web.wire import DeviceOut, DevicesOut, RegisterIn, device_out
