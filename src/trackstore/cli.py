@@ -185,7 +185,9 @@ async def _run(args: argparse.Namespace, container: Container, settings: Setting
                 args.seed_points,
                 container.clock()(),
             )
-        command = serve_http(create_app(container), listen(args.host, args.port), stop)
+        command = serve_http(
+            create_app(container), listen(args.host, args.port), stop, announce=True
+        )
     elif args.command == "consume":
         if settings.backend is Backend.MEMORY:
             raise CommandError(

@@ -8,9 +8,10 @@ import logging
 from trackstore.clock import wall_clock_ms
 from trackstore.consumer import Consumer
 from trackstore.container import Container
-from trackstore.serving import listen, serve_http
+from trackstore.serving import http_url, listen, serve_http
 from trackstore.simulate import Fleet
 from trackstore.web import create_app
+from trackstore.web.docs import DOCS_PATH
 
 log = logging.getLogger(__name__)
 PUBLISH_EVERY_S = 0.2
@@ -29,9 +30,9 @@ async def run_demo(
             await asyncio.sleep(PUBLISH_EVERY_S)
 
     sock = listen(host, port)
-    url = f"http://{host}:{port}"
+    url = http_url(sock)  # the port the OS chose, for --port 0
     print(f"TrackStore demo: {devices} simulated vehicles, {rate:g} records/s", flush=True)
-    print(f"  open {url}/devices  ·  {url}/schema/swagger  ·  {url}/metrics", flush=True)
+    print(f"  open {url}/devices  ·  {url}{DOCS_PATH}  ·  {url}/metrics", flush=True)
     print("  Ctrl-C stops it", flush=True)
     tasks = [asyncio.create_task(publish()), asyncio.create_task(consumer.run())]
     try:

@@ -7,20 +7,32 @@ import asyncio
 import contextlib
 import errno
 import gc
+import logging
 import signal
 import socket
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 
 import uvicorn
 from litestar import Litestar
 
+log = logging.getLogger(__name__)
+
 
 class _QuietServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+
     # uvicorn re-raises the signal it caught after shutdown, which would turn a clean stop into
     # "killed by SIGTERM"; the caller handles signals instead and sets should_exit.
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:  # not when the app's startup failed
+            self._on_started()
 
 
 def settle_garbage_collector() -> None:
@@ -89,8 +101,19 @@ def http_url(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-async def serve_http(app: Litestar, sock: socket.socket, stop: asyncio.Event) -> None:
-    """Serves `app` on the bound socket until `stop` is set, then drains open requests."""
+async def serve_http(
+    app: Litestar, sock: socket.socket, stop: asyncio.Event, *, announce: bool = False
+) -> None:
+    """Serves `app` on the bound socket until `stop` is set, then drains open requests.
+
+    With `announce`, logs "listening on URL" at INFO once the app has started and answers: the
+    line a person waits for, and the URL when the port was 0 (any free one)."""
+    url = http_url(sock)
+
+    def started() -> None:
+        if announce:
+            log.info(f"listening on {url}", extra={"url": url})
+
     config = uvicorn.Config(
         app,
         log_config=None,
@@ -101,7 +124,7 @@ async def serve_http(app: Litestar, sock: socket.socket, stop: asyncio.Event) ->
         proxy_headers=False,
         server_header=False,
     )
-    server = _QuietServer(config)
+    server = _QuietServer(config, started)
 
     async def watch() -> None:
         await stop.wait()

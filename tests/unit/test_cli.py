@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -294,6 +296,44 @@ def test_init_with_memory_backend_has_nothing_to_create(run: Run) -> None:
 def test_consume_with_memory_backend_exits_2_with_one_line(run: Run) -> None:
     result = run("consume", TRACKSTORE_BACKEND="memory")
     assert_one_line_error(result, 2, "memory")
+
+
+def test_serve_logs_the_address_it_listens_on_once_it_answers(tmp_path: Path) -> None:
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        serve = subprocess.Popen(
+            [*TRACKSTORE, "serve", "--port", "0"],  # 0: only the log line tells the port
+            cwd=tmp_path,
+            env=process_env(tmp_path, TRACKSTORE_BACKEND="memory"),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        lines: list[dict[str, object]] = []
+        while not lines:
+            assert serve.poll() is None, f"serve exited: {log.read_text()}"
+            assert time.monotonic() < deadline, f"no 'listening on' line: {log.read_text()}"
+            lines = [
+                line
+                for line in map(json.loads, log.read_text().splitlines())
+                if str(line["message"]).startswith("listening on ")
+            ]
+            time.sleep(0.05)
+        (line,) = lines
+        assert line["level"] == "INFO"
+        url = str(line["message"]).removeprefix("listening on ")
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url), url
+        assert not url.endswith(":0")
+        # Logged once it answers, so a person (or a script) can use the address right away.
+        assert httpx.get(f"{url}/health/live", timeout=5).status_code == 200
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        try:
+            serve.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+            serve.wait()
 
 
 def test_serving_on_a_busy_port_fails_with_one_line(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, cast
 
@@ -12,7 +12,6 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme, Tag
 from litestar.types import (
     LifeSpanReceive,
@@ -32,9 +31,12 @@ from trackstore.metrics import Metrics
 from trackstore.service import TrackService
 from trackstore.web.auth import ApiKeyMiddleware
 from trackstore.web.devices import get_device, list_devices, register_device
+from trackstore.web.docs import docs_page, docs_router
 from trackstore.web.locations import fleet_window, latest_location, location_history
+from trackstore.web.openapi_links import add_links
 from trackstore.web.problems import EXCEPTION_HANDLERS, send_problem
-from trackstore.web.system import OPENAPI_PATH, health, index, liveness, metrics_text
+from trackstore.web.query_params import UnknownQueryParameters
+from trackstore.web.system import health, index, liveness, metrics_text
 from trackstore.web.tracing import finish_request_span, request_span, tracing_enabled
 
 Lifespan = Callable[[Litestar], AbstractAsyncContextManager[Any]] | AbstractAsyncContextManager[Any]
@@ -53,6 +55,7 @@ ROUTES = [
 ]
 UNMATCHED_ROUTE = "unmatched"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_ALLOW = b"allow"
 
 
 class _ObservedLitestar(Litestar):
@@ -60,6 +63,9 @@ class _ObservedLitestar(Litestar):
 
     Litestar runs its middleware only after routing, so requests for unknown routes or with a
     wrong method would go unseen there; wrapping the application entry point sees them all.
+
+    It also answers HEAD on every GET route, which Litestar does not route (RFC 9110 9.3.2: the
+    GET answer's status and headers, without its body).
     """
 
     def __init__(self, *, metrics: Metrics, **config: Any) -> None:
@@ -102,16 +108,29 @@ class _ObservedLitestar(Litestar):
             return 400
         started = time.perf_counter()
         status = 500  # if nothing is ever sent, the client saw a failure
+        method = scope.get("method", "")
+        head = method == "HEAD"
+        # A copy for HEAD: the server reads the request's method from its own scope when it
+        # sends the answer, and must see HEAD there to send no body.
+        routed = cast(Scope, {**scope, "method": "GET"}) if head else scope
 
         async def send_and_note_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if status == 405 or method == "OPTIONS":
+                    message["headers"] = _allow_head(message["headers"])
+            elif head and message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
             await send(message)
 
         try:
-            await super().__call__(scope, receive, send_and_note_status)
+            await super().__call__(routed, receive, send_and_note_status)
         finally:
+            if head and "path_template" in routed:
+                scope["path_template"] = routed["path_template"]
             self._record(scope, status, time.perf_counter() - started)
         return status
 
@@ -131,6 +150,19 @@ class _ObservedLitestar(Litestar):
             )
         series[0].inc()
         series[1].observe(seconds)
+
+
+def _allow_head(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The Allow header of a 405 or an OPTIONS answer lists HEAD wherever it lists GET."""
+    allowed = []
+    for name, value in headers:
+        if name.lower() == _ALLOW:
+            methods = [m.strip() for m in value.split(b",")]
+            if b"GET" in methods and b"HEAD" not in methods:
+                methods.insert(methods.index(b"GET") + 1, b"HEAD")
+                value = b", ".join(methods)
+        allowed.append((name, value))
+    return allowed
 
 
 def _security(settings: Settings) -> dict[str, Any]:
@@ -164,7 +196,7 @@ def create_app(container: Container, lifespan: Sequence[Lifespan] | None = None)
     async def service() -> TrackService:
         return await resolve(container.service())
 
-    return _ObservedLitestar(
+    app = _ObservedLitestar(
         metrics=metrics,
         route_handlers=ROUTES,
         dependencies={
@@ -172,12 +204,15 @@ def create_app(container: Container, lifespan: Sequence[Lifespan] | None = None)
             "metrics": Provide(lambda: metrics, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
+        # Litestar runs only the nearest layer's before_request: a route or router that sets its
+        # own must call this one too.
+        before_request=UnknownQueryParameters(),
         openapi_config=OpenAPIConfig(
             title="TrackStore",
             version=trackstore.__version__,
             description="GPS locations of a vehicle fleet: history, latest position, devices.",
-            path=OPENAPI_PATH,
-            render_plugins=[ScalarRenderPlugin()],
+            openapi_router=docs_router(),
+            render_plugins=[docs_page()],
             tags=[
                 Tag(name="locations", description="Where devices have been"),
                 Tag(name="devices", description="Devices, their status and registration"),
@@ -192,3 +227,5 @@ def create_app(container: Container, lifespan: Sequence[Lifespan] | None = None)
         # reconfigure it. Unexpected errors are logged by the 500 handler.
         logging_config=None,
     )
+    add_links(app)
+    return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import msgspec
 from litestar import Response, get
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
@@ -11,29 +12,55 @@ from litestar.openapi.datastructures import ResponseSpec
 import trackstore
 from trackstore.metrics import CONTENT_TYPE, Metrics
 from trackstore.service import TrackService
+from trackstore.web.docs import DOCS_PATH, OPENAPI_PATH
 from trackstore.web.problems import retry_after_header
-from trackstore.web.wire import HealthOut, IndexOut, LinksOut
+from trackstore.web.wire import HealthOut
 
-OPENAPI_PATH = "/schema"
 _log = logging.getLogger(__name__)
 
 
+# Here rather than beside the other wire types in wire.py, whose IndexOut and LinksOut they
+# replace: those lacked /locations and /health/live.
+class RouteLinks(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """A link to every route; the keys of the first version keep their meaning."""
+
+    health: str
+    live: str
+    metrics: str
+    openapi: str
+    docs: str
+    devices: str
+    device: str
+    register: str
+    fleet: str
+    locations: str
+    latest: str
+
+
+class ServiceInfo(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    service: str
+    version: str
+    links: RouteLinks
+
+
+LINKS = RouteLinks(
+    health="/health",
+    live="/health/live",
+    metrics="/metrics",
+    openapi=f"{OPENAPI_PATH}/openapi.json",
+    docs=DOCS_PATH,
+    devices="/devices",
+    device="/devices/{device_id}",
+    register="/devices/{device_id}/register",
+    fleet="/locations",
+    locations="/locations/{device_id}",
+    latest="/locations/{device_id}/latest",
+)
+
+
 @get("/", operation_id="getServiceInfo", tags=["system"], summary="Service name, version, links")
-async def index() -> IndexOut:
-    return IndexOut(
-        service="trackstore",
-        version=trackstore.__version__,
-        links=LinksOut(
-            health="/health",
-            metrics="/metrics",
-            openapi=f"{OPENAPI_PATH}/openapi.json",
-            devices="/devices",
-            device="/devices/{device_id}",
-            register="/devices/{device_id}/register",
-            locations="/locations/{device_id}",
-            latest="/locations/{device_id}/latest",
-        ),
-    )
+async def index() -> ServiceInfo:
+    return ServiceInfo(service="trackstore", version=trackstore.__version__, links=LINKS)
 
 
 @get(
