@@ -19,8 +19,6 @@ from trackstore.web.wire import HealthOut
 _log = logging.getLogger(__name__)
 
 
-# Here rather than beside the other wire types in wire.py, whose IndexOut and LinksOut they
-# replace: those lacked /locations and /health/live.
 class RouteLinks(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     """A link to every route; the keys of the first version keep their meaning."""
 

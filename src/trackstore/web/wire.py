@@ -73,23 +73,6 @@ class HealthOut(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     checks: dict[str, str]  # check name -> "ok" or why it failed
 
 
-class LinksOut(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
-    health: str
-    metrics: str
-    openapi: str
-    devices: str
-    device: str
-    register: str
-    locations: str
-    latest: str
-
-
-class IndexOut(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
-    service: str
-    version: str
-    links: LinksOut
-
-
 class Problem(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     """An RFC 9457 problem details body."""
 
