@@ -277,7 +277,7 @@ class TrackService:
             raise Error(INVALID, f"name {problem}")
         if metadata is not None and (problem := value_problem(metadata)):
             raise Error(INVALID, f"metadata{problem}")
-        return await self._devices.register(device_id, name, metadata, self._clock())
+        return await self._bounded(self._devices.register(device_id, name, metadata, self._clock()))
 
     async def health(self) -> dict[str, str | None]:
         """Each dependency's check: None when it answers, else why not."""
