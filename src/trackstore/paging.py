@@ -67,6 +67,6 @@ def decode_token(token: str, scope: str) -> dict[str, Any]:
         decoded = _decoder.decode(raw)
     except (binascii.Error, ValueError, msgspec.DecodeError):
         raise Error(INVALID, "next_token is not valid") from None
-    if not hmac.compare_digest(decoded.s, _digest(scope)):
+    if not hmac.compare_digest(decoded.s.encode(), _digest(scope).encode()):
         raise Error(INVALID, "next_token belongs to another query (its parameters must not change)")
     return decoded.k

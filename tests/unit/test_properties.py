@@ -524,6 +524,7 @@ arbitrary_tokens = st.one_of(
 @example("=")
 @example("!!!")
 @example("e30")  # {}
+@example("eyJzIjoiw6kiLCJrIjp7fX0")  # {"s":"é","k":{}}: a scope digest that is not ASCII
 @example("x" * (MAX_TOKEN_LENGTH + 1))
 @example(_nested_token(760))  # as deep as MAX_TOKEN_LENGTH allows
 def test_any_text_as_a_token_is_a_key_or_an_invalid_error(token: str) -> None:
