@@ -746,15 +746,19 @@ def dynalite_section(args: argparse.Namespace, script: Path, logdir: Path) -> No
 
 
 async def _fill_dynamo(env: dict[str, str]) -> None:
+    from trackstore.cli.seed import seed
     from trackstore.config import Settings
-    from trackstore.container import build_container, resolve, resources
-    from trackstore.seed import seed
+    from trackstore.container import build_container, opened
 
     container = build_container(Settings.from_env(env, dotenv=None))
-    async with resources(container):
-        locations = await resolve(container.locations())
-        devices = await resolve(container.devices())
-        await seed(locations, devices, DYNALITE_DEVICES, SEED_POINTS, time.time_ns() // 10**6)
+    async with opened(container):
+        await seed(
+            container.locations(),
+            container.devices(),
+            DYNALITE_DEVICES,
+            SEED_POINTS,
+            time.time_ns() // 10**6,
+        )
 
 
 def _child_pid(marker: str) -> int | None:

@@ -53,6 +53,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.procfs import cpu_seconds, samples
 from tests.aws_emulators import DUMMY_CREDENTIALS, dynalite, free_port, kinesis_local
 
+from trackstore.cli.fleet import Fleet
+from trackstore.cli.process import settle_garbage_collector
 from trackstore.clock import wall_clock_ms
 from trackstore.domain import Location, StreamRecord
 from trackstore.dynamodb.client import dynamodb_client
@@ -62,8 +64,6 @@ from trackstore.dynamodb.tables import ensure_table, locations_table
 from trackstore.kinesis.client import kinesis_client
 from trackstore.kinesis.producer import Producer
 from trackstore.records import RecordDecoder
-from trackstore.serving import settle_garbage_collector
-from trackstore.simulate import Fleet
 from trackstore.timefmt import DAY_MS
 
 TRACKSTORE = [sys.executable, "-m", "trackstore.cli"]

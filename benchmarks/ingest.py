@@ -55,6 +55,8 @@ import botocore.session
 from botocore.exceptions import ClientError
 from botocore.serialize import create_serializer
 
+from trackstore.cli.fleet import Fleet
+from trackstore.cli.process import settle_garbage_collector
 from trackstore.clock import FakeClock
 from trackstore.domain import StreamRecord
 from trackstore.dynamodb.client import JsonBodySerializer
@@ -64,8 +66,6 @@ from trackstore.kinesis.kpl import aggregate
 from trackstore.kinesis.reader import ShardReader
 from trackstore.leasing import TRIM_HORIZON
 from trackstore.service import TrackService
-from trackstore.serving import settle_garbage_collector
-from trackstore.simulate import Fleet
 
 WIRE = False  # --wire
 START_MS = 1_800_000_000_000

@@ -12,11 +12,11 @@ import asyncio
 import platform
 import time
 
+from trackstore.cli.fleet import Fleet
 from trackstore.clock import FakeClock
 from trackstore.domain import StreamRecord
 from trackstore.memory import MemoryDeviceRepository, MemoryLocationRepository, MemoryStore
 from trackstore.service import TrackService
-from trackstore.simulate import Fleet
 
 START_MS = 1_800_000_000_000
 

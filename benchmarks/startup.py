@@ -42,10 +42,10 @@ from benchmarks.e2e import interpreter, machine
 from benchmarks.procfs import rss_mb, samples
 from tests.aws_emulators import DUMMY_CREDENTIALS, dynalite, free_port, kinesis_local
 
+from trackstore.cli.fleet import Fleet
 from trackstore.clock import wall_clock_ms
 from trackstore.kinesis.client import kinesis_client
 from trackstore.kinesis.producer import Producer
-from trackstore.simulate import Fleet
 
 TRACKSTORE = [sys.executable, "-m", "trackstore.cli"]
 DEVICES = 100

@@ -1,5 +1,15 @@
-"""Session-wide test setup: dummy AWS credentials, so no test can reach a real account, and the
-local emulators the integration and contract suites share."""
+"""Session-wide test setup: dummy AWS credentials, so no test can reach a real account; the
+local emulators the integration and contract suites share; and the order and grouping of the
+tests for pytest-xdist.
+
+The README's `.venv/bin/pytest` runs the tests on several processes (`-n auto --dist
+loadgroup` in pyproject.toml). Each process is a pytest session of its own: it starts the
+emulators it needs once (each on a free port; they start in well under a second) and shares
+them among its tests, which use tables and streams of their own. Tests that share a fixture
+wider than one test (a module's server, the image's venv) are kept on one process, so it is
+built once; the others go one at a time to whichever process is free, the slowest directories
+first. `-n 0` runs them all in this process (e.g. with `-s`, to see what tests print).
+"""
 
 from __future__ import annotations
 
@@ -50,3 +60,51 @@ def localstack_endpoint() -> Iterator[str]:
 def kinesis_local_endpoint() -> Iterator[str]:
     with kinesis_local() as endpoint:
         yield endpoint
+
+
+# -- order and grouping for pytest-xdist -----------------------------------------------------------
+
+# Sessions-wide fixtures every process may start for itself: cheap, and the tests using them
+# keep apart by naming their own tables and streams.
+PER_PROCESS_FIXTURES = frozenset({"moto_endpoint", "dynalite_endpoint", "kinesis_local_endpoint"})
+# Slowest first, so that no long test starts last while the other processes are idle.
+RUN_ORDER = ("integration", "deploy", "contract", "unit")
+
+
+def _shared_fixture_group(item: pytest.Item) -> str | None:
+    """The xdist group of a test that uses a fixture wider than one test: its module's, or the
+    session fixture's; None when it can run on any process."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return None
+    # The project's own fixtures only: a plugin's session fixtures (pytest-asyncio's event loop
+    # policy, tmp_path_factory) are every process's anyway.
+    scopes = {
+        name: definitions[-1].scope
+        for name, definitions in info.name2fixturedefs.items()
+        if definitions and definitions[-1].baseid.startswith("tests")
+    }
+    if any(scope in ("package", "module", "class") for scope in scopes.values()):
+        return item.nodeid.split("::", 1)[0]
+    shared = sorted(
+        name
+        for name, scope in scopes.items()
+        if scope == "session" and name not in PER_PROCESS_FIXTURES
+    )
+    return f"session-{shared[0]}" if shared else None
+
+
+def _run_order(item: pytest.Item) -> int:
+    parts = item.nodeid.split("/")
+    directory = parts[1] if len(parts) > 2 and parts[0] == "tests" else ""
+    return RUN_ORDER.index(directory) if directory in RUN_ORDER else len(RUN_ORDER)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=_run_order)  # stable: each module's tests stay together, in their order
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        group = _shared_fixture_group(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))

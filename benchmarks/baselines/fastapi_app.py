@@ -14,8 +14,8 @@ the way a strong FastAPI developer would, on the same seeded data as `trackstore
   base64url page tokens bound to their query.
 - Errors as RFC 9457 problem+json, 400 for bad parameters, as the contract asks.
 
-The data comes from `trackstore.seed.seed` itself (same ids, timestamps, values), captured by two
-small recording repositories and turned into this app's own models.
+The data comes from `trackstore.cli.seed.seed` itself (same ids, timestamps, values), captured by
+two small recording repositories and turned into this app's own models.
 
 Run: `python benchmarks/baselines/fastapi_app.py --port 8001 --seed-devices 100 --seed-points 2000`
 (uvicorn, uvloop, httptools, no access log, one worker).
@@ -156,7 +156,7 @@ def _ms_to_datetime(ms: int) -> datetime:
 
 
 class _Recorder:
-    """Stands in for both repositories while trackstore.seed.seed runs, to capture its data."""
+    """Stands in for both repositories while trackstore.cli.seed.seed runs, to capture its data."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -199,7 +199,7 @@ def _location(location: Any) -> Location:
 
 
 async def seeded_store(devices: int, points: int) -> Store:
-    from trackstore.seed import seed  # the same formula as `trackstore serve --seed-...`
+    from trackstore.cli.seed import seed  # the same formula as `trackstore serve --seed-...`
 
     store = Store()
     recorder = _Recorder(store)

@@ -1,11 +1,8 @@
-"""The wall clock, in epoch milliseconds. Injected everywhere so tests can use a fake one."""
+"""Clocks for the `Clock` port (epoch milliseconds): the wall clock, and a fake one for tests."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-
-Clock = Callable[[], int]  # epoch milliseconds
 
 
 def wall_clock_ms() -> int:

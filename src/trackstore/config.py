@@ -226,6 +226,18 @@ def configuration_values(
     return values
 
 
+def export_dotenv(path: Path = Path(".env")) -> None:
+    """Puts the `.env` file's variables into the process environment, under those already set.
+
+    Libraries read their own variables from the environment, not from our settings: botocore
+    its AWS_ENDPOINT_URL*, credentials and AWS_PROFILE, OpenTelemetry its OTEL_*. Without this,
+    an endpoint or a key written in `.env` would be ignored while TrackStore's own settings
+    there are not.
+    """
+    for name, value in read_dotenv(path).items():
+        os.environ.setdefault(name, value)
+
+
 def read_dotenv(path: Path) -> dict[str, str]:
     """`KEY=value` lines of a .env file; `#` comments, `export ` prefixes and quotes allowed."""
     if not path.is_file():

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 from opentelemetry.trace import SpanKind
 
@@ -19,14 +19,12 @@ from trackstore.backoff import Backoff
 from trackstore.consumer_health import ConsumerHealth
 from trackstore.errors import CONFLICT, Error
 from trackstore.metrics import Metrics
-from trackstore.ports import Batch, StreamSource
+from trackstore.ports import Batch, DeadLetters, StreamSource
 from trackstore.records import Rejection
 from trackstore.service import IngestResult, TrackService
 from trackstore.telemetry import producer_links, tracer
 
 log = logging.getLogger(__name__)
-
-DeadLetters = Callable[[Sequence[Rejection]], Awaitable[None]]
 
 
 class Consumer:

@@ -10,15 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import msgspec
-
-
-class SourceState(msgspec.Struct, frozen=True):
-    held: int  # leases this process holds
-    orphaned: int  # workable leases with no live owner, at the last look
-    behind_ms: int  # the largest MillisBehindLatest of the shards held
-    # The shards held, when the source knows them: a batch's lag of any other shard is stale.
-    shards: frozenset[str] | None = None
+from trackstore.ports import SourceState
 
 
 class ConsumerHealth:
@@ -27,7 +19,7 @@ class ConsumerHealth:
         stall_s: float = 300.0,
         orphan_grace_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
-        source_state: Callable[[], SourceState] | None = None,
+        source_state: Callable[[], SourceState | None] | None = None,
     ) -> None:
         self._stall_s = stall_s
         self._orphan_grace_s = orphan_grace_s

@@ -1,21 +1,31 @@
-"""The composition root: the only place that chooses adapters and wires them together."""
+"""The composition root: the only place that chooses adapters and wires them together.
+
+Every adapter is built by a factory annotated with the port it fills, so `mypy --strict` reports
+an adapter that no longer fits its port. The AWS clients are opened up front by `opened()` and
+handed in as plain values, so every provider hands out a value, never an awaitable: with an async
+`providers.Resource`, each provider depending on it returns awaitables even after
+`init_resources()`.
+"""
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 from dependency_injector import containers, providers
 
 from trackstore.clock import wall_clock_ms
 from trackstore.config import Backend, Settings
-from trackstore.dynamodb import DynamoDeviceRepository, DynamoLocationRepository, dynamodb_client
-from trackstore.dynamodb.leases import DynamoLeaseStore
-from trackstore.kinesis.client import kinesis_client
-from trackstore.kinesis.deadletter import DeadLetterStream
-from trackstore.kinesis.source import KinesisStreamSource
+from trackstore.consumer import Consumer
+from trackstore.consumer_health import ConsumerHealth
+from trackstore.dynamodb import (
+    DynamoDeviceRepository,
+    DynamoLeaseStore,
+    DynamoLocationRepository,
+    dynamodb_client,
+)
+from trackstore.kinesis import DeadLetterStream, KinesisStreamSource, kinesis_client
 from trackstore.memory import (
     MemoryDeviceRepository,
     MemoryLocationRepository,
@@ -24,19 +34,104 @@ from trackstore.memory import (
     MemoryStreamSource,
 )
 from trackstore.metrics import Metrics
+from trackstore.ports import (
+    Clock,
+    DeadLetters,
+    DeviceRepository,
+    LeaseStore,
+    LocationRepository,
+    StreamSource,
+)
 from trackstore.service import TrackService
-from trackstore.worker import worker_id
+from trackstore.worker import worker_id as new_worker_id
 
 MEMORY_SHARDS = 4
-T = TypeVar("T")
+
+
+# -- adapters, each typed as the port it fills ---------------------------------------------------
+
+
+def memory_locations(store: MemoryStore) -> LocationRepository:
+    return MemoryLocationRepository(store)
+
+
+def dynamo_locations(client: Any, settings: Settings, clock: Clock) -> LocationRepository:
+    return DynamoLocationRepository(
+        client,
+        table=settings.location_table_name,
+        ttl_days=settings.location_ttl_days,
+        date_shards=settings.location_date_shards,
+        clock=clock,
+    )
+
+
+def memory_devices(store: MemoryStore) -> DeviceRepository:
+    return MemoryDeviceRepository(store)
+
+
+def dynamo_devices(client: Any, settings: Settings) -> DeviceRepository:
+    return DynamoDeviceRepository(client, table=settings.device_table_name)
+
+
+def memory_source(stream: MemoryStream, settings: Settings) -> StreamSource:
+    return MemoryStreamSource(stream, batch_size=settings.kinesis_batch_size)
+
+
+def dynamo_leases(client: Any, settings: Settings) -> LeaseStore:
+    return DynamoLeaseStore(client, table=settings.lease_table_name)
+
+
+def kinesis_source(
+    client: Any, settings: Settings, leases: LeaseStore, worker: str, metrics: Metrics
+) -> StreamSource:
+    return KinesisStreamSource(
+        client,
+        stream=settings.kinesis_stream_name,
+        leases=leases,
+        worker_id=worker,
+        batch_size=settings.kinesis_batch_size,
+        failover_s=settings.lease_failover_seconds,
+        max_leases=settings.max_leases_per_worker,
+        initial_position=settings.kinesis_initial_position,
+        metrics=metrics,
+    )
+
+
+def dead_letter_stream(client: Any, settings: Settings) -> DeadLetters | None:
+    stream = settings.dead_letter_stream_name
+    return DeadLetterStream(client, stream) if stream else None
+
+
+# -- the core and the consumer runtime over them -------------------------------------------------
+
+
+def build_service(
+    locations: LocationRepository, devices: DeviceRepository, clock: Clock, settings: Settings
+) -> TrackService:
+    return TrackService(locations, devices, clock=clock, ttl_days=settings.location_ttl_days)
+
+
+def build_consumer_health(settings: Settings, source: StreamSource) -> ConsumerHealth:
+    return ConsumerHealth(
+        stall_s=settings.consumer_stall_seconds,
+        # A lease left without an owner is taken within about one failover time.
+        orphan_grace_s=2 * settings.lease_failover_seconds,
+        source_state=source.state,
+    )
+
+
+def build_consumer(
+    source: StreamSource,
+    service: TrackService,
+    metrics: Metrics,
+    dead_letters: DeadLetters | None,
+    health: ConsumerHealth,
+) -> Consumer:
+    return Consumer(source, service, metrics, dead_letters=dead_letters, health=health)
 
 
 def _backend(settings: Settings) -> str:
     return settings.backend.value
-
-
-def _dead_letters(client: Any, stream: str | None) -> DeadLetterStream | None:
-    return DeadLetterStream(client, stream) if stream else None
 
 
 class Container(containers.DeclarativeContainer):
@@ -45,97 +140,75 @@ class Container(containers.DeclarativeContainer):
     metrics = providers.Singleton(Metrics)
     backend = providers.Callable(_backend, settings)
 
+    # The open AWS clients, put in by `opened()`; the memory backend never asks for them.
+    dynamodb = providers.Dependency(instance_of=object)
+    kinesis = providers.Dependency(instance_of=object)
+    # This process's name in the lease table; a memory source holds no leases.
+    worker_id: providers.Provider[str | None] = providers.Selector(
+        backend, memory=providers.Object(None), aws=providers.Singleton(new_worker_id)
+    )
+
     memory_store = providers.Singleton(MemoryStore)
     memory_stream = providers.Singleton(MemoryStream, shard_count=MEMORY_SHARDS, clock=clock)
 
-    # One client per process, opened by init_resources() and closed by shutdown_resources().
-    dynamodb = providers.Resource(
-        dynamodb_client, region=settings.provided.aws_region, metrics=metrics
-    )
-    kinesis = providers.Resource(
-        kinesis_client, region=settings.provided.aws_region, metrics=metrics
-    )
-    worker_id = providers.Singleton(worker_id)
-
-    locations = providers.Selector(
+    locations: providers.Provider[LocationRepository] = providers.Selector(
         backend,
-        memory=providers.Singleton(MemoryLocationRepository, store=memory_store),
+        memory=providers.Singleton(memory_locations, memory_store),
+        aws=providers.Singleton(dynamo_locations, dynamodb, settings, clock),
+    )
+    devices: providers.Provider[DeviceRepository] = providers.Selector(
+        backend,
+        memory=providers.Singleton(memory_devices, memory_store),
+        aws=providers.Singleton(dynamo_devices, dynamodb, settings),
+    )
+    # One source per process: the consumer reads it and its health watches the same leases.
+    stream_source: providers.Provider[StreamSource] = providers.Selector(
+        backend,
+        memory=providers.Singleton(memory_source, memory_stream, settings),
         aws=providers.Singleton(
-            DynamoLocationRepository,
-            client=dynamodb,
-            table=settings.provided.location_table_name,
-            ttl_days=settings.provided.location_ttl_days,
-            date_shards=settings.provided.location_date_shards,
-            clock=clock,
-        ),
-    )
-    devices = providers.Selector(
-        backend,
-        memory=providers.Singleton(MemoryDeviceRepository, store=memory_store),
-        aws=providers.Singleton(
-            DynamoDeviceRepository, client=dynamodb, table=settings.provided.device_table_name
-        ),
-    )
-    stream_source = providers.Selector(
-        backend,
-        memory=providers.Factory(
-            MemoryStreamSource,
-            stream=memory_stream,
-            batch_size=settings.provided.kinesis_batch_size,
-        ),
-        aws=providers.Factory(
-            KinesisStreamSource,
-            client=kinesis,
-            stream=settings.provided.kinesis_stream_name,
-            leases=providers.Factory(
-                DynamoLeaseStore, client=dynamodb, table=settings.provided.lease_table_name
-            ),
-            worker_id=worker_id,
-            batch_size=settings.provided.kinesis_batch_size,
-            failover_s=settings.provided.lease_failover_seconds,
-            max_leases=settings.provided.max_leases_per_worker,
-            initial_position=settings.provided.kinesis_initial_position,
+            kinesis_source,
+            kinesis,
+            settings,
+            leases=providers.Singleton(dynamo_leases, dynamodb, settings),
+            worker=worker_id,
             metrics=metrics,
         ),
     )
-    dead_letters = providers.Selector(
+    dead_letters: providers.Provider[DeadLetters | None] = providers.Selector(
         backend,
         memory=providers.Object(None),
-        aws=providers.Factory(
-            _dead_letters, client=kinesis, stream=settings.provided.dead_letter_stream_name
-        ),
+        aws=providers.Singleton(dead_letter_stream, kinesis, settings),
     )
-    service = providers.Singleton(
-        TrackService,
-        locations=locations,
-        devices=devices,
-        clock=clock,
-        ttl_days=settings.provided.location_ttl_days,
+
+    service = providers.Singleton(build_service, locations, devices, clock, settings)
+    consumer_health = providers.Singleton(build_consumer_health, settings, stream_source)
+    consumer = providers.Singleton(
+        build_consumer, stream_source, service, metrics, dead_letters, consumer_health
     )
 
 
 def build_container(settings: Settings) -> Container:
     container = Container()
     container.settings.override(settings)
-    if settings.backend is Backend.MEMORY:
-        # Nothing opens an AWS client for a process that never talks to AWS.
-        container.dynamodb.override(providers.Object(None))
-        container.kinesis.override(providers.Object(None))
     return container
 
 
-async def resolve(value: T | Any) -> T:
-    """A provider's result: providers that depend on an async resource hand out awaitables."""
-    if inspect.isawaitable(value):
-        return await value  # type: ignore[no-any-return]
-    return value
-
-
 @asynccontextmanager
-async def resources(container: Container) -> AsyncIterator[Container]:
-    """Opens the container's long-lived clients for the life of the block."""
-    await resolve(container.init_resources())
-    try:
+async def opened(container: Container) -> AsyncIterator[Container]:
+    """The container with its AWS clients open for the life of the block: once per process,
+    never per request. A process on the memory backend opens none, as it never talks to AWS."""
+    settings = container.settings()
+    async with AsyncExitStack() as stack:
+        if settings.backend is Backend.AWS:
+            metrics = container.metrics()
+            for client, open_client in (
+                (container.dynamodb, dynamodb_client),
+                (container.kinesis, kinesis_client),
+            ):
+                client.override(
+                    await stack.enter_async_context(
+                        open_client(settings.aws_region, metrics=metrics)
+                    )
+                )
+                stack.callback(client.reset_last_overriding)
         yield container
-    finally:
-        await resolve(container.shutdown_resources())

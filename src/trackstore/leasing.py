@@ -4,7 +4,7 @@ A lease per shard lives in the lease table (KCL schema). Its owner renews it by 
 `leaseCounter`; a lease whose counter has not moved for the failover time is expired and may be
 taken. Every write is conditional on the counter (and owner) the writer last saw, so a worker that
 lost a lease finds out at its next write and stops: that is the fencing that keeps two workers
-from checkpointing one shard.
+from checkpointing one shard. The table itself is behind the `LeaseStore` port (`ports`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Callable, Sequence
-from typing import Protocol, runtime_checkable
 
 import msgspec
 
@@ -33,31 +32,6 @@ class Lease(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def finished(self) -> bool:
         return self.checkpoint == SHARD_END
-
-
-@runtime_checkable
-class LeaseStore(Protocol):
-    """The lease table. Methods returning `Lease | None` return None when the condition failed:
-    someone else changed the lease since `lease` was read."""
-
-    async def list(self) -> list[Lease]: ...
-
-    async def create(self, lease: Lease) -> bool:
-        """Creates the lease unless one exists for the shard; True when it created it."""
-
-    async def take(self, lease: Lease, owner: str) -> Lease | None:
-        """Owner becomes `owner`, counter + 1; conditional on lease.counter and lease.owner."""
-
-    async def renew(self, lease: Lease) -> Lease | None:
-        """Counter + 1; conditional on lease.counter and lease.owner."""
-
-    async def checkpoint(self, lease: Lease, checkpoint: str, sub: int) -> Lease | None:
-        """Records progress, counter + 1; conditional on lease.counter and lease.owner."""
-
-    async def release(self, lease: Lease) -> Lease | None:
-        """Clears the owner, counter + 1, so others take it at once; conditional as above."""
-
-    async def delete(self, lease: Lease) -> None: ...
 
 
 class LeaseTaker:

@@ -1,4 +1,6 @@
-"""The ports: what the core needs from the outside world. Adapters implement them.
+"""The ports: what the core and the consumer need from the outside world, every one of them.
+Adapters implement them. `LeaseStore` is the Kinesis source's need, here so that the DynamoDB and
+memory lease stores fill it without knowing the Kinesis adapter.
 
 Every method may raise Error(UNAVAILABLE) when its backing store cannot be reached or throttles
 beyond its retry budget; other error codes are listed where they apply.
@@ -6,8 +8,10 @@ beyond its retry budget; other error codes are listed where they apply.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from typing import Protocol, runtime_checkable
+
+import msgspec
 
 from trackstore.domain import (
     Arrival,
@@ -20,15 +24,28 @@ from trackstore.domain import (
     StreamRecord,
     WindowQuery,
 )
+from trackstore.leasing import Lease
+from trackstore.records import Rejection
+
+Clock = Callable[[], int]
+"""The wall clock in epoch milliseconds: injected everywhere, so tests can hold time still."""
 
 
 @runtime_checkable
 class Batch(Protocol):
     """Records of one shard in stream order, handed out by a StreamSource."""
 
-    shard_id: str
-    records: Sequence[StreamRecord]
-    millis_behind_latest: int | None
+    # Properties, as the consumer only reads them: a source may hold its records in a list.
+    @property
+    def shard_id(self) -> str: ...
+
+    @property
+    def records(self) -> Sequence[StreamRecord]: ...
+
+    @property
+    def millis_behind_latest(self) -> int | None:
+        """How far this batch is behind the shard's newest record (Kinesis's MillisBehindLatest),
+        or None when the source cannot tell."""
 
     async def checkpoint(self) -> None:
         """Marks every record of this batch processed: a restart resumes after them.
@@ -36,6 +53,16 @@ class Batch(Protocol):
         Raises Error(CONFLICT) when this process no longer holds the shard's lease; the batch must
         then be abandoned, and the shard is not this process's to read any more.
         """
+
+
+class SourceState(msgspec.Struct, frozen=True):
+    """A stream source's leases at the last look, for the consumer's health check."""
+
+    held: int  # leases this process holds
+    orphaned: int  # workable leases with no live owner, at the last look
+    behind_ms: int  # the largest MillisBehindLatest of the shards held
+    # The shards held, when the source knows them: a batch's lag of any other shard is stale.
+    shards: frozenset[str] | None = None
 
 
 @runtime_checkable
@@ -53,6 +80,10 @@ class StreamSource(Protocol):
     async def close(self) -> None:
         """Called once the batches handed out are checkpointed or given up: stops reading and
         releases what the source holds (leases), so other workers take over at once."""
+
+    def state(self) -> SourceState | None:
+        """The leases this process holds and the shards left without an owner; None from a
+        source without leases (it reads every shard itself), which then has no such checks."""
 
 
 @runtime_checkable
@@ -124,3 +155,43 @@ class DeviceRepository(Protocol):
 
     async def ping(self) -> None:
         """Returns when the store answers; raises Error(UNAVAILABLE) when it does not."""
+
+
+@runtime_checkable
+class DeadLetters(Protocol):
+    async def __call__(self, rejections: Sequence[Rejection], /) -> None:
+        """Sends rejected records, with why, where a person can look at them later.
+
+        Raises Error(UNAVAILABLE) when some could not be sent: the caller logs and counts them,
+        and never holds a shard up for them (their batch is stored already).
+        """
+
+
+@runtime_checkable
+class LeaseStore(Protocol):
+    """The lease table (KCL schema); the rules that use it are in `leasing`.
+
+    Methods returning `Lease | None` return None when the condition failed: someone else changed
+    the lease since `lease` was read. That is the fencing that keeps two workers off one shard.
+    """
+
+    async def list(self) -> list[Lease]:
+        """Every lease, as the table holds it now (a strongly consistent read)."""
+
+    async def create(self, lease: Lease) -> bool:
+        """Creates the lease unless one exists for the shard; True when it created it."""
+
+    async def take(self, lease: Lease, owner: str) -> Lease | None:
+        """Owner becomes `owner`, counter + 1; conditional on lease.counter and lease.owner."""
+
+    async def renew(self, lease: Lease) -> Lease | None:
+        """Counter + 1; conditional on lease.counter and lease.owner."""
+
+    async def checkpoint(self, lease: Lease, checkpoint: str, sub: int) -> Lease | None:
+        """Records progress, counter + 1; conditional on lease.counter and lease.owner."""
+
+    async def release(self, lease: Lease) -> Lease | None:
+        """Clears the owner, counter + 1, so others take it at once; conditional as above."""
+
+    async def delete(self, lease: Lease) -> None:
+        """Removes the lease, whatever its state: its shard finished and left the stream."""

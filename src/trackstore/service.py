@@ -9,7 +9,6 @@ from typing import TypeVar
 import msgspec
 
 from trackstore import exactly_once
-from trackstore.clock import Clock
 from trackstore.domain import (
     MAX_METADATA_BYTES,
     MAX_NAME_LENGTH,
@@ -25,7 +24,7 @@ from trackstore.domain import (
     stream_position,
 )
 from trackstore.errors import CONFLICT, INVALID, NOT_FOUND, UNAVAILABLE, Error
-from trackstore.ports import DeviceRepository, LocationRepository
+from trackstore.ports import Clock, DeviceRepository, LocationRepository
 from trackstore.records import FUTURE_TOLERANCE_MS, Reason, RecordDecoder, Rejection
 from trackstore.timefmt import DAY_MS, HOUR_MS
 from trackstore.values import string_problem, value_problem

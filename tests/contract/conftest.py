@@ -31,7 +31,7 @@ from trackstore.dynamodb.tables import TTL_ATTRIBUTE, devices_table, ensure_tabl
 from trackstore.kinesis.client import ensure_stream, kinesis_client
 from trackstore.kinesis.shards import list_shards
 from trackstore.kinesis.source import KinesisStreamSource
-from trackstore.leasing import Lease, LeaseStore
+from trackstore.leasing import Lease
 from trackstore.memory import (
     MemoryDeviceRepository,
     MemoryLocationRepository,
@@ -40,7 +40,7 @@ from trackstore.memory import (
     MemoryStreamSource,
 )
 from trackstore.memory.leases import MemoryLeaseStore
-from trackstore.ports import DeviceRepository, LocationRepository, StreamSource
+from trackstore.ports import DeviceRepository, LeaseStore, LocationRepository, StreamSource
 
 TTL_DAYS = 30
 DATE_SHARDS = 4
@@ -281,3 +281,50 @@ async def stream(request: pytest.FixtureRequest) -> AsyncIterator[StreamUnderTes
     """A fresh stream per test, once per source adapter (and lease store, for Kinesis)."""
     async with STREAM_FACTORIES[request.param](request) as built:
         yield built
+
+
+# -- tables without ensure_table's one-second pause ---------------------------------------------
+# ensure_table looks at a new table once a second until it is ACTIVE. dynalite reports a table
+# CREATING for a moment after CreateTable, so nearly every dynalite test paid a whole second for
+# its Devices table: over a minute of the suite. The repositories' tables are therefore created
+# here and polled every 10 ms; ensure_table then finds them ACTIVE at its first look and does the
+# rest as `trackstore init` does (TTL on the Locations table).
+
+
+async def create_active(client: Any, definition: dict[str, Any], ttl: str | None = None) -> None:
+    """Creates the table, waits until it and its indexes are ACTIVE, then `ensure_table`."""
+    name = definition["TableName"]
+    await client.create_table(**definition)
+    deadline = time.monotonic() + 10
+    while True:
+        table = (await client.describe_table(TableName=name))["Table"]
+        indexes = table.get("GlobalSecondaryIndexes", [])
+        if table["TableStatus"] == "ACTIVE" and all(
+            index.get("IndexStatus", "ACTIVE") == "ACTIVE" for index in indexes
+        ):
+            break
+        assert time.monotonic() < deadline, f"{name} not ACTIVE after 10 s"
+        await asyncio.sleep(0.01)
+    await ensure_table(client, definition, ttl)
+
+
+@contextlib.asynccontextmanager
+async def quick_dynamodb_repos(endpoint: str) -> AsyncIterator[Repos]:
+    """As `dynamodb_repos`, with the tables made by `create_active`."""
+    suffix = uuid.uuid4().hex[:12]
+    async with dynamodb_client("us-east-1", endpoint_url=endpoint) as client:
+        locations, devices = f"locations-{suffix}", f"devices-{suffix}"
+        await create_active(client, locations_table(locations), TTL_ATTRIBUTE)
+        await create_active(client, devices_table(devices))
+        yield Repos(
+            locations=DynamoLocationRepository(client, locations, TTL_DAYS, DATE_SHARDS),
+            devices=DynamoDeviceRepository(client, devices),
+        )
+        for table in (locations, devices):
+            await client.delete_table(TableName=table)
+
+
+for _adapter in ("dynalite", "moto", "localstack"):
+    REPOSITORY_FACTORIES[_adapter] = lambda request, fixture=f"{_adapter}_endpoint": (
+        quick_dynamodb_repos(request.getfixturevalue(fixture))
+    )

@@ -3,16 +3,27 @@ leaves in the tables. The counts must be exact on DynamoDB as on the fakes."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 import pytest
 
 from tests.contract.conftest import Repos
-from tests.helpers import RECENT_MS, SECOND_MS, all_pages, payload, resent, stream_record
+from tests.faults import CrashingApply, CrashingPutNew, Outage, RacedApply, SimulatedCrash
+from tests.helpers import (
+    MINUTE_MS,
+    RECENT_MS,
+    SECOND_MS,
+    all_pages,
+    mark,
+    new_sequence_number,
+    payload,
+    position_of,
+    resent,
+    stream_record,
+)
 from trackstore.clock import FakeClock
-from trackstore.domain import DeviceActivity, HistoryQuery, StreamRecord
+from trackstore.domain import Device, DeviceMark, HistoryQuery, Location, StreamRecord
 from trackstore.errors import UNAVAILABLE, Error
 from trackstore.service import TrackService
 
@@ -24,26 +35,11 @@ def record(second: int, device_id: str = "bus-1", **fields: Any) -> StreamRecord
     return stream_record(body, arrival_ms=RECENT_MS + second * SECOND_MS + 300)
 
 
-class CrashOnce:
-    """A DeviceRepository whose next apply_activity fails as a killed process would: after the
-    locations were written, before the device update."""
-
-    def __init__(self, devices: Any) -> None:
-        self._devices = devices
-        self.armed = True
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._devices, name)
-
-    async def apply_activity(self, activities: Sequence[DeviceActivity]) -> None:
-        if self.armed:
-            self.armed = False
-            raise Error(UNAVAILABLE, "crashed")
-        await self._devices.apply_activity(activities)
-
-
-def service(repos: Repos, devices: Any = None) -> TrackService:
-    return TrackService(repos.locations, devices or repos.devices, FakeClock(NOW), ttl_days=30)
+def service(repos: Repos, devices: Any = None, locations: Any = None) -> TrackService:
+    """TrackService over the repositories, or over wrappers of them (tests/faults.py)."""
+    return TrackService(
+        locations or repos.locations, devices or repos.devices, FakeClock(NOW), ttl_days=30
+    )
 
 
 async def state(repos: Repos, device_id: str = "bus-1") -> tuple[Any, list[Any]]:
@@ -101,9 +97,9 @@ async def test_a_batch_interrupted_before_the_device_update_completes_exactly_on
 ) -> None:
     await service(repos).ingest([record(10)])
     batch = [record(20), record(30)] + ([record(5)] if late_too else [])
-    crashing = CrashOnce(repos.devices)
+    crashing = CrashingApply(repos.devices)
 
-    with pytest.raises(Error):
+    with pytest.raises(SimulatedCrash):
         await service(repos, crashing).ingest(batch)
     await service(repos, crashing).ingest(batch)
 
@@ -221,9 +217,9 @@ async def test_two_shards_interleaving_one_device_count_each_location_once(repos
 async def test_a_crash_after_a_move_then_the_replay_counts_once(repos: Repos) -> None:
     await service(repos).ingest([on(SHARD_A, s) for s in (1, 2)])
     moved = [on(SHARD_B, s) for s in (3, 4)]
-    crashing = CrashOnce(repos.devices)
+    crashing = CrashingApply(repos.devices)
 
-    with pytest.raises(Error):
+    with pytest.raises(SimulatedCrash):
         await service(repos, crashing).ingest(moved)
     await service(repos).ingest(moved)
     await service(repos).ingest(moved)
@@ -268,3 +264,316 @@ async def test_numbers_at_dynamodbs_edges_are_stored_and_read_back(repos: Repos)
     assert float(back["big"]) == 1e40
     assert back["tiny"] == 1.5e-20
     assert float(back["neg"]) == -2.5e100
+
+
+# -- crashes and replays (moved from tests/unit/test_service.py, so they run on DynamoDB too) ----
+# Times are offsets from NOW, the service's clock, as in the unit tests they came from.
+
+
+def at(
+    offset_ms: int,
+    device_id: str = "bus-1",
+    *,
+    sequence_number: str | None = None,
+    sub_sequence_number: int = 0,
+    **fields: Any,
+) -> StreamRecord:
+    """A valid record of `device_id` at NOW + offset_ms, arriving a second later; the next
+    sequence number of the stream unless given."""
+    timestamp = NOW + offset_ms
+    body = payload(deviceId=device_id, timestamp=timestamp, **fields)
+    return stream_record(
+        body,
+        arrival_ms=timestamp + 1000,
+        sequence_number=sequence_number,
+        sub_sequence_number=sub_sequence_number,
+    )
+
+
+def aggregated(*offsets_ms: int, device_id: str = "bus-1") -> list[StreamRecord]:
+    """The records deaggregated from one KPL record: one sequence number, sub-sequence 0, 1, ..."""
+    sequence_number = new_sequence_number()
+    return [
+        at(offset, device_id, sequence_number=sequence_number, sub_sequence_number=sub)
+        for sub, offset in enumerate(offsets_ms)
+    ]
+
+
+async def stored(repos: Repos, device_id: str = "bus-1") -> list[Location]:
+    """Every location stored for the device, straight from the repository."""
+    return (await state(repos, device_id))[1]
+
+
+async def device(repos: Repos, device_id: str = "bus-1") -> Device:
+    found = await repos.devices.get(device_id)
+    assert found is not None, f"no device {device_id}"
+    return found
+
+
+async def tables(
+    repos: Repos, device_id: str = "bus-1"
+) -> tuple[list[Location], Device | None, DeviceMark | None]:
+    """What the tables hold for the device: its locations, its item and its mark."""
+    marks = await repos.devices.marks([device_id])
+    device_item, locations = await state(repos, device_id)
+    return locations, device_item, marks.get(device_id)
+
+
+async def test_replaying_the_exact_same_batch_changes_nothing(repos: Repos) -> None:
+    batch = [at(-3 * MINUTE_MS), at(-2 * MINUTE_MS), at(-MINUTE_MS, device_id="bus-2")]
+    await service(repos).ingest(batch)
+    before = await tables(repos, "bus-1"), await tables(repos, "bus-2")
+
+    await service(repos).ingest(batch)
+    await service(repos).ingest(batch)
+
+    assert (await tables(repos, "bus-1"), await tables(repos, "bus-2")) == before
+    assert (await device(repos, "bus-1")).total_updates == 2
+
+
+async def test_a_late_record_replayed_after_it_was_counted_stays_counted_once(
+    repos: Repos,
+) -> None:
+    await service(repos).ingest([at(-MINUTE_MS)])
+    late_batch = [at(-10 * MINUTE_MS)]
+    await service(repos).ingest(late_batch)
+    before = await tables(repos)
+
+    await service(repos).ingest(late_batch)
+
+    assert await tables(repos) == before
+    assert (await device(repos)).total_updates == 2
+
+
+async def test_a_batch_replayed_after_a_crash_between_the_two_writes_counts_exactly(
+    repos: Repos,
+) -> None:
+    crashing = CrashingApply(repos.devices, times=0)
+    await service(repos, crashing).ingest([at(-6 * MINUTE_MS)])
+    batch = [at(-4 * MINUTE_MS), at(-3 * MINUTE_MS), at(-9 * MINUTE_MS), at(-2 * MINUTE_MS)]
+    crashing.crashes_left = 1
+
+    with pytest.raises(SimulatedCrash):
+        await service(repos, crashing).ingest(batch)
+    await service(repos, crashing).ingest(batch)  # not checkpointed: handed out again
+
+    found = await device(repos)
+    assert found.total_updates == 5
+    assert found.last_seen == NOW - 2 * MINUTE_MS
+    assert len(await stored(repos)) == 5
+
+    await service(repos, crashing).ingest(batch)  # and again, as if the checkpoint was lost
+    assert (await device(repos)).total_updates == 5
+
+
+async def test_a_crash_on_a_devices_first_batch_then_a_replay_counts_exactly(
+    repos: Repos,
+) -> None:
+    crashing = CrashingApply(repos.devices, times=2)
+    batch = [at(-3 * MINUTE_MS), at(-2 * MINUTE_MS)]
+
+    for _ in range(2):
+        with pytest.raises(SimulatedCrash):
+            await service(repos, crashing).ingest(batch)
+    await service(repos, crashing).ingest(batch)
+
+    found = await device(repos)
+    assert (found.total_updates, found.last_seen) == (2, NOW - 2 * MINUTE_MS)
+
+
+@pytest.mark.parametrize(
+    "split",
+    [
+        pytest.param(False, id="the-new-holder-reads-it-all-in-one-batch"),
+        pytest.param(True, id="the-new-holder-reads-it-in-smaller-batches"),
+    ],
+)
+async def test_a_batch_retried_after_another_writer_moved_last_seen_counts_every_location(
+    repos: Repos, split: bool
+) -> None:
+    # The shard's lease moved while worker A held a batch: worker B resumes from the last
+    # checkpoint, so it reads A's records too, then a newer one, and applies them while A is
+    # between its location writes and apply_activity. A meets a CONFLICT and retries: each
+    # distinct location is still counted exactly once.
+    raced = RacedApply(repos.devices)
+    worker_a = service(repos, raced)
+    await worker_a.ingest([at(-3 * MINUTE_MS)])
+    a_batch = [at(-2 * MINUTE_MS), at(-2 * MINUTE_MS, "bus-2")]
+    newer = at(-MINUTE_MS)
+    worker_b = service(repos)  # another consumer process over the same tables
+    b_batches = [a_batch[:1], [*a_batch[1:], newer]] if split else [[*a_batch, newer]]
+    raced.other_writer = lambda: worker_b.ingest(b_batches[0])
+
+    await worker_a.ingest(a_batch)
+    for b_batch in b_batches[1:]:
+        await worker_b.ingest(b_batch)
+
+    assert raced.conflicts == 1
+    assert len(await stored(repos)) == 3
+    bus_1 = await device(repos)
+    assert bus_1.last_seen == NOW - MINUTE_MS
+    assert bus_1.total_updates == 3
+    bus_2 = await device(repos, "bus-2")
+    assert (bus_2.last_seen, bus_2.total_updates) == (NOW - 2 * MINUTE_MS, 1)
+    marks = await repos.devices.marks(["bus-1", "bus-2"])
+    assert marks == {
+        "bus-1": mark(NOW - MINUTE_MS, position_of(newer)),
+        "bus-2": mark(NOW - 2 * MINUTE_MS, position_of(a_batch[1])),
+    }
+
+
+async def test_a_crash_after_put_new_then_a_replay_counts_the_late_location_once(
+    repos: Repos,
+) -> None:
+    crashing = CrashingPutNew(repos.locations, times=0)
+    await service(repos, locations=crashing).ingest([at(-MINUTE_MS)])
+    batch = [at(-10 * MINUTE_MS, speed=7.0), at(-30 * SECOND_MS)]
+    crashing.crashes_left = 1
+
+    with pytest.raises(SimulatedCrash):
+        await service(repos, locations=crashing).ingest(batch)
+
+    # put_new stored the late location; nothing was counted yet (the first batch went through
+    # put_new too: the device's mark had never seen the shard)
+    assert [[a.location.timestamp for a in call] for call in crashing.calls] == [
+        [NOW - MINUTE_MS],
+        [NOW - 10 * MINUTE_MS],
+    ]
+    locations, found, _ = await tables(repos)
+    assert [loc.timestamp for loc in locations] == [
+        NOW - 10 * MINUTE_MS,
+        NOW - MINUTE_MS,
+        NOW - 30 * SECOND_MS,
+    ]
+    assert found is not None
+    assert (found.total_updates, found.last_seen) == (1, NOW - MINUTE_MS)
+
+    await service(repos, locations=crashing).ingest(batch)  # not checkpointed: handed out again
+
+    found = await device(repos)
+    assert found.total_updates == 3
+    assert found.last_seen == NOW - 30 * SECOND_MS
+    assert [loc.speed for loc in await stored(repos)] == [7.0, None, None]
+    assert (await repos.devices.marks(["bus-1"]))["bus-1"] == mark(
+        NOW - 30 * SECOND_MS, position_of(batch[-1])
+    )
+    after = await tables(repos)
+
+    await service(repos, locations=crashing).ingest(batch)  # and again: the checkpoint was lost
+
+    assert await tables(repos) == after
+
+
+async def test_a_replay_after_newer_batches_changes_nothing_though_its_records_are_late(
+    repos: Repos,
+) -> None:
+    await service(repos).ingest([at(-MINUTE_MS)])
+    # two late locations (stored by put_new from this batch's positions) and a fresh one
+    old_batch = [at(-5 * MINUTE_MS), at(-4 * MINUTE_MS), at(-30 * SECOND_MS)]
+    await service(repos).ingest(old_batch)
+    await service(repos).ingest([at(-10 * SECOND_MS), at(-20 * MINUTE_MS)])
+    before = await tables(repos)
+    assert before[1] is not None
+    assert before[1].total_updates == 6
+
+    await service(repos).ingest(old_batch)  # its checkpoint was lost; every record is now late
+
+    assert await tables(repos) == before
+
+
+async def test_kpl_records_sharing_a_sequence_number_are_each_applied_and_replays_skipped(
+    repos: Repos,
+) -> None:
+    await service(repos).ingest([at(0)])
+    # sub-sequence 0..10 carry late locations, 11 a fresh one: "…/10" sorts after "…/9"
+    kpl = aggregated(*(-m * MINUTE_MS for m in range(11, 0, -1)), 30 * SECOND_MS)
+    assert [r.sequence_number for r in kpl] == [kpl[0].sequence_number] * 12
+
+    result = await service(repos).ingest(kpl)
+
+    assert (result.stored, result.duplicates) == (12, 0)
+    found = await device(repos)
+    assert (found.total_updates, found.last_seen) == (13, NOW + 30 * SECOND_MS)
+    assert len(await stored(repos)) == 13
+    assert (await repos.devices.marks(["bus-1"]))["bus-1"] == mark(
+        NOW + 30 * SECOND_MS, position_of(kpl[11])
+    )
+    after = await tables(repos)
+
+    await service(repos).ingest(kpl)  # the whole aggregate again
+    await service(repos).ingest(kpl[9:])  # its tail
+
+    assert await tables(repos) == after
+    await service(repos).ingest(aggregated(-30 * MINUTE_MS, MINUTE_MS))  # the next aggregate
+    found = await device(repos)
+    assert (found.total_updates, found.last_seen) == (15, NOW + MINUTE_MS)
+
+
+async def test_kpl_records_of_one_aggregate_split_between_fresh_and_late_count_once_each(
+    repos: Repos,
+) -> None:
+    await service(repos).ingest([at(-5 * MINUTE_MS)])
+    kpl = aggregated(-MINUTE_MS, -6 * MINUTE_MS, -5 * MINUTE_MS, -2 * MINUTE_MS)
+
+    await service(repos).ingest(kpl)
+    await service(repos).ingest(kpl)
+
+    found = await device(repos)
+    # -5 min was stored already (the same location, another record): not counted again
+    assert (found.total_updates, found.last_seen) == (4, NOW - MINUTE_MS)
+    assert len(await stored(repos)) == 4
+
+
+@pytest.mark.parametrize("how", ["crash", "lease-moved"])
+async def test_a_fresh_location_stored_by_an_unfinished_attempt_counts_when_found_late(
+    repos: Repos, how: str
+) -> None:
+    # Once a bug, fixed since: an attempt stores the locations newer than lastSeen with
+    # put_many, which remembers no position. When it did not finish (a crash, or a CONFLICT)
+    # and the batch's records were then applied in smaller batches (GetRecords may return fewer
+    # records; a new lease holder may use another batch size), a location with an older
+    # timestamp behind a newer one was found late on the replay; put_new then saw its key
+    # stored earlier, not from its position, and it was never counted.
+    if how == "crash":
+        crashing = CrashingApply(repos.devices, times=0)
+        await service(repos, crashing).ingest([at(-3 * MINUTE_MS)])
+        newer, older = at(-30 * SECOND_MS), at(-2 * MINUTE_MS)  # older arrives after newer
+        crashing.crashes_left = 1
+        with pytest.raises(SimulatedCrash):
+            await service(repos, crashing).ingest([newer, older])
+        await service(repos, crashing).ingest([newer])  # the replay, in smaller batches
+        await service(repos, crashing).ingest([older])
+    else:
+        raced = RacedApply(repos.devices)
+        worker_a, worker_b = service(repos, raced), service(repos)
+        await worker_a.ingest([at(-3 * MINUTE_MS)])
+        newer, older = at(-30 * SECOND_MS), at(-2 * MINUTE_MS)
+        raced.other_writer = lambda: worker_b.ingest([newer])  # B resumes from the checkpoint
+        await worker_a.ingest([newer, older])  # A meets a CONFLICT and retries
+        await worker_b.ingest([older])
+
+    assert len(await stored(repos)) == 3
+    found = await device(repos)
+    assert found.last_seen == NOW - 30 * SECOND_MS
+    assert found.total_updates == 3
+
+
+async def test_ingest_while_the_store_is_down_raises_unavailable_and_a_replay_completes(
+    repos: Repos,
+) -> None:
+    locations, devices = Outage(repos.locations), Outage(repos.devices)
+    worker = service(repos, devices, locations)
+    await worker.ingest([at(-5 * MINUTE_MS)])
+    batch = [at(-4 * MINUTE_MS), at(-6 * MINUTE_MS), at(-MINUTE_MS, device_id="bus-2")]
+    locations.down = devices.down = True
+
+    with pytest.raises(Error) as raised:
+        await worker.ingest(batch)
+
+    assert raised.value.code is UNAVAILABLE
+    locations.down = devices.down = False
+    await worker.ingest(batch)
+    await worker.ingest(batch)
+    bus_1, bus_2 = await device(repos, "bus-1"), await device(repos, "bus-2")
+    assert (bus_1.total_updates, bus_1.last_seen) == (3, NOW - 4 * MINUTE_MS)
+    assert (bus_2.total_updates, bus_2.last_seen) == (1, NOW - MINUTE_MS)

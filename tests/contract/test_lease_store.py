@@ -1,4 +1,4 @@
-"""The LeaseStore contract (trackstore.leasing), over every adapter: MemoryLeaseStore, and the
+"""The LeaseStore contract (trackstore.ports), over every adapter: MemoryLeaseStore, and the
 DynamoDB lease store on dynalite and on moto server.
 
 The rules: create only when absent; take, renew, steal, checkpoint and release, each moving the
@@ -17,7 +17,8 @@ import msgspec
 import pytest
 
 from tests.contract.conftest import Leases
-from trackstore.leasing import LATEST, SHARD_END, TRIM_HORIZON, Lease, LeaseStore
+from trackstore.leasing import LATEST, SHARD_END, TRIM_HORIZON, Lease
+from trackstore.ports import LeaseStore
 
 S0, S1, S2 = (f"shardId-00000000000{i}" for i in range(3))
 SEQ1 = "49680850735138471958828396993804104748474538497954283522"

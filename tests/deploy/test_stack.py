@@ -302,7 +302,7 @@ def test_the_image_asset_is_the_repository_dockerfile_staged_without_docker(
     assert image["source"]["platform"] == "linux/amd64"
     assert (staged / "Dockerfile").read_bytes() == (REPO_ROOT / "Dockerfile").read_bytes()
     assert (staged / "requirements.lock").is_file()
-    assert (staged / "src" / "trackstore" / "cli.py").is_file()
+    assert (staged / "src" / "trackstore" / "cli" / "__init__.py").is_file()
     # .dockerignore keeps the build context small: none of these are staged.
     for absent in (".venv", ".git", "tests", "deploy", "node_modules", "cdk.out"):
         assert not (staged / absent).exists(), absent
@@ -681,7 +681,7 @@ def test_consume_reads_the_stream_and_writes_its_tables_only(synth: Synth) -> No
 
 # Functions only `trackstore init` runs: the stack creates those resources instead.
 INIT_ONLY = {
-    "provision.py": None,  # the whole module
+    "cli/init.py": None,  # the whole module
     "dynamodb/tables.py": None,
     "kinesis/client.py": {"ensure_stream"},
 }

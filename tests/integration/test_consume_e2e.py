@@ -87,11 +87,14 @@ async def split(env: dict[str, str]) -> None:
         await c.update_shard_count(
             StreamName=env["KINESIS_STREAM_NAME"], TargetShardCount=4, ScalingType="UNIFORM_SCALING"
         )
-        for _ in range(100):
+        deadline = time.monotonic() + 30
+        while True:
             summary = await c.describe_stream_summary(StreamName=env["KINESIS_STREAM_NAME"])
-            if summary["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE":
+            status = summary["StreamDescriptionSummary"]["StreamStatus"]
+            if status == "ACTIVE":
                 return
-            await asyncio.sleep(0.1)
+            assert time.monotonic() < deadline, f"stream {status}, not ACTIVE, 30 s after a split"
+            await asyncio.sleep(0.05)
 
 
 async def tables_state(env: dict[str, str]) -> dict[str, Any]:
@@ -113,6 +116,32 @@ async def tables_state(env: dict[str, str]) -> dict[str, Any]:
                     break
             state[device_id] = (stored, await devices.get(device_id))
         return state
+
+
+async def stored_locations(env: dict[str, str]) -> int:
+    """How many items the Locations table holds (a consistent scan)."""
+    async with dynamodb_client("us-east-1", endpoint_url=env["AWS_ENDPOINT_URL_DYNAMODB"]) as c:
+        count = 0
+        request: dict[str, Any] = {
+            "TableName": env["LOCATION_TABLE_NAME"],
+            "Select": "COUNT",
+            "ConsistentRead": True,
+        }
+        while True:
+            page = await c.scan(**request)
+            count += page["Count"]
+            if not page.get("LastEvaluatedKey"):
+                return count
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+async def wait_until_stored(env: dict[str, str], at_least: int, timeout_s: float) -> int:
+    """Polls until the Locations table holds `at_least` items; their number then."""
+    deadline = time.monotonic() + timeout_s
+    while (count := await stored_locations(env)) < at_least:
+        assert time.monotonic() < deadline, f"{count} locations stored after {timeout_s} s"
+        await asyncio.sleep(0.1)
+    return count
 
 
 async def wait_until_complete(
@@ -145,10 +174,10 @@ async def test_consume_survives_kill_restart_and_split_with_exact_tables(
     await produce(env, fleet.round(0, 30))
     processes.append(start_consumer(env, log))
     await produce(env, fleet.round(30, 60))
-    await asyncio.sleep(3)
+    await wait_until_stored(env, at_least=1, timeout_s=60)  # it is under way: kill it
 
     processes[0].send_signal(signal.SIGKILL)  # mid-stream, no chance to checkpoint or release
-    processes[0].wait()
+    assert processes[0].wait() == -signal.SIGKILL
     await produce(env, fleet.round(60, 80))
     processes.append(start_consumer(env, log))
     await split(env)  # parents close; children must wait for them to be read to the end

@@ -1,21 +1,33 @@
-"""schemathesis against the OpenAPI document of `trackstore serve` on the memory backend.
+"""schemathesis against the OpenAPI document of `trackstore serve`, on the memory backend and on
+DynamoDB (dynalite).
 
-Two servers run as a user runs them, each seeded with 5 devices of 50 points: one open, one with
-TRACKSTORE_API_KEYS set (every request then carries the key). For every operation the document
-lists, schemathesis generates requests that fit the schema and requests that do not, and each
-answer must be: no 5xx, a documented status code, a documented content type, and a body and
-headers that match what the document declares. Operations on one device also run on the seeded
-devices, so 200 answers with real locations are checked, not only 400s and 404s.
+Three servers run as a user runs them, each holding 5 devices of 50 points: on the memory backend
+one open and one with TRACKSTORE_API_KEYS set, and one with the key on the DynamoDB adapters
+(`TRACKSTORE_BACKEND=aws` on dynalite, its tables made by `ensure_table` and filled through the
+repositories). A keyed server gets the real key on every request: the key headers schemathesis
+generates (the document declares bearer and X-Api-Key schemes) are dropped from each case first.
+
+For every operation the document lists, schemathesis generates requests that fit the schema and
+requests that do not, and each answer must be: no 5xx, a documented status code, a documented
+content type, and a body and headers that match what the document declares. The document types
+the query parameters as free strings (the API parses them itself, to answer with its own 400s),
+so the valid requests get their query from typed strategies here: limits 1..1000, orders, and
+window bounds near the seeded data in every time format the API takes; none of them may be a
+400. Operations on one device also run on the seeded devices, so 200 answers with real locations
+are checked, not only 400s and 404s.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -37,6 +49,10 @@ from schemathesis.checks import (
 from schemathesis.errors import FailureGroup
 
 from tests.aws_emulators import free_port
+from tests.helpers import activity, arrived, location
+from trackstore.clock import wall_clock_ms
+from trackstore.dynamodb import DynamoDeviceRepository, DynamoLocationRepository, dynamodb_client
+from trackstore.dynamodb.tables import TTL_ATTRIBUTE, devices_table, ensure_table, locations_table
 
 pytestmark = pytest.mark.integration
 
@@ -67,6 +83,12 @@ OPERATIONS = {
 SLASHED_DEVICE_IDS = ["x/y", "bus-0001/latest", "bus-0001/register"]
 MODES = [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
 MAX_EXAMPLES = 25  # per operation and mode, generated and seeded-device requests together
+SEEDED_POINTS = 50  # per device, 10 s apart, the newest now (as `serve --seed-points` makes them)
+SEED_INTERVAL_MS = 10_000
+KEY_HEADERS = {"authorization", "x-api-key"}
+# Operations whose valid requests (a typed query, a device id that fits its pattern) can have no
+# reason for a 400: registration is left out, since its body has rules the schema cannot say.
+NEVER_400_WHEN_VALID = OPERATIONS - {"registerDevice"}
 
 
 @dataclass(frozen=True)
@@ -76,7 +98,7 @@ class Server:
     log: Path
 
 
-def _serve(workdir: Path, extra_env: dict[str, str]) -> Iterator[Server]:
+def _serve(workdir: Path, extra_env: dict[str, str], args: list[str]) -> Iterator[Server]:
     port = free_port()
     env = {
         name: value
@@ -87,16 +109,7 @@ def _serve(workdir: Path, extra_env: dict[str, str]) -> Iterator[Server]:
     log = workdir / "serve.log"
     # In a directory of its own, so no developer's .env reaches it.
     process = subprocess.Popen(
-        [
-            *TRACKSTORE,
-            "serve",
-            "--port",
-            str(port),
-            "--seed-devices",
-            str(len(SEEDED_DEVICES)),
-            "--seed-points",
-            "50",
-        ],
+        [*TRACKSTORE, "serve", "--port", str(port), *args],
         cwd=workdir,
         env=env,
         stdout=log.open("wb"),
@@ -127,20 +140,85 @@ def _serve(workdir: Path, extra_env: dict[str, str]) -> Iterator[Server]:
             process.wait()
 
 
+MEMORY_SEED = ["--seed-devices", str(len(SEEDED_DEVICES)), "--seed-points", str(SEEDED_POINTS)]
+
+
 @pytest.fixture(scope="module")
 def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    yield from _serve(tmp_path_factory.mktemp("open"), {})
+    yield from _serve(tmp_path_factory.mktemp("open"), {}, MEMORY_SEED)
 
 
 @pytest.fixture(scope="module")
 def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    yield from _serve(tmp_path_factory.mktemp("keyed"), {"TRACKSTORE_API_KEYS": API_KEY})
+    yield from _serve(
+        tmp_path_factory.mktemp("keyed"), {"TRACKSTORE_API_KEYS": API_KEY}, MEMORY_SEED
+    )
 
 
-@pytest.fixture(scope="module", params=["open", "with-api-key"])
+async def _seed_dynamodb(endpoint: str, env: dict[str, str]) -> None:
+    """The tables `serve` reads, each seeded device's track written through the repositories
+    (what `serve --seed-devices` does on the memory backend)."""
+    locations_name, devices_name = env["LOCATION_TABLE_NAME"], env["DEVICE_TABLE_NAME"]
+    async with dynamodb_client("us-east-1", endpoint_url=endpoint) as client:
+        await ensure_table(client, locations_table(locations_name), TTL_ATTRIBUTE)
+        await ensure_table(client, devices_table(devices_name))
+        locations = DynamoLocationRepository(
+            client,
+            locations_name,
+            ttl_days=int(env["LOCATION_TTL_DAYS"]),
+            date_shards=int(env["LOCATION_DATE_SHARDS"]),
+        )
+        devices = DynamoDeviceRepository(client, devices_name)
+        now = wall_clock_ms()
+        for d, device_id in enumerate(SEEDED_DEVICES):
+            track = [
+                location(
+                    device_id,
+                    now - (SEEDED_POINTS - 1 - p) * SEED_INTERVAL_MS,
+                    latitude=round(52.37 + d / 100 + p / 10_000, 6),
+                    longitude=round(4.9 + p / 10_000, 6),
+                    speed=30.0 + p % 7,
+                    heading=float(p * 7 % 360),
+                )
+                for p in range(SEEDED_POINTS)
+            ]
+            await locations.put_many(arrived(track))
+            await devices.apply_activity(
+                [activity(device_id, None, newest=track[-1], added=len(track))]
+            )
+
+
+@pytest.fixture(scope="module")
+def dynamodb_server(
+    tmp_path_factory: pytest.TempPathFactory, dynalite_endpoint: str
+) -> Iterator[Server]:
+    """`serve` on the DynamoDB adapters (dynalite), with the API key."""
+    suffix = uuid.uuid4().hex[:10]
+    env = {
+        "TRACKSTORE_BACKEND": "aws",
+        "AWS_ENDPOINT_URL": dynalite_endpoint,
+        "LOCATION_TABLE_NAME": f"st-locations-{suffix}",
+        "DEVICE_TABLE_NAME": f"st-devices-{suffix}",
+        "LEASE_TABLE_NAME": f"st-leases-{suffix}",
+        "KINESIS_STREAM_NAME": f"st-stream-{suffix}",
+        "LOCATION_TTL_DAYS": "30",
+        "LOCATION_DATE_SHARDS": "4",
+        "TRACKSTORE_API_KEYS": API_KEY,
+    }
+    asyncio.run(_seed_dynamodb(dynalite_endpoint, env))
+    yield from _serve(tmp_path_factory.mktemp("dynamodb"), env, [])
+
+
+SERVERS = {
+    "open": "open_server",
+    "with-api-key": "keyed_server",
+    "dynamodb-with-api-key": "dynamodb_server",
+}
+
+
+@pytest.fixture(scope="module", params=list(SERVERS))
 def server(request: pytest.FixtureRequest) -> Server:
-    name = "open_server" if request.param == "open" else "keyed_server"
-    server: Server = request.getfixturevalue(name)
+    server: Server = request.getfixturevalue(SERVERS[request.param])
     return server
 
 
@@ -156,26 +234,85 @@ def schema(server: Server) -> Any:
     return _load(server)
 
 
-def _cases(operation: Any, mode: GenerationMode, headers: dict[str, str]) -> Any:
-    """schemathesis's cases for the operation, and for the seeded devices when it takes one."""
-    generated = operation.as_strategy(generation_mode=mode, headers=headers or None)
+def _cases(operation: Any, mode: GenerationMode) -> Any:
+    """schemathesis's cases for the operation, and for the seeded devices when it takes one.
+    The key goes out with the call (`_with_the_key`): given here, it would make schemathesis
+    search for cases around it, several times slower in negative mode."""
+    generated = operation.as_strategy(generation_mode=mode)
     if "device_id" not in operation.path_parameters:
         return generated
     seeded = st.sampled_from(SEEDED_DEVICES).flatmap(
         lambda device_id: operation.as_strategy(
-            generation_mode=mode,
-            headers=headers or None,
-            path_parameters={"device_id": device_id},
+            generation_mode=mode, path_parameters={"device_id": device_id}
         )
     )
     return st.one_of(generated, seeded)
 
 
+HOUR_MS = 3600 * 1000
+
+
+def _time_text(ms: int, style: str) -> str:
+    """`ms` in one of the forms the API takes for a time."""
+    moment = datetime.fromtimestamp(ms / 1000, UTC)
+    if style == "iso-z":
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if style == "iso-offset":  # sent as %2B02:00
+        return moment.astimezone(timezone(timedelta(hours=2))).isoformat(timespec="seconds")
+    if style == "epoch-seconds":
+        return str(ms // 1000)
+    return str(ms)  # epoch milliseconds
+
+
+TIME_STYLES = st.sampled_from(["iso-z", "iso-offset", "epoch-seconds", "epoch-ms"])
+
+
+@st.composite
+def typed_query(draw: st.DrawFn, names: frozenset[str]) -> dict[str, str]:
+    """A valid query of the operation's parameters (each present or not), as the API types
+    them: a limit of 1..1000, an order, and a window of at most 21 hours that ends by now and
+    starts at most a day ago, so that a fleet window (24 h at most) is valid too. No next_token:
+    the stateful test follows the real ones."""
+    query: dict[str, str] = {}
+    if "limit" in names and draw(st.booleans()):
+        query["limit"] = str(draw(st.integers(1, 1000)))
+    if "order" in names and draw(st.booleans()):
+        query["order"] = draw(st.sampled_from(["asc", "desc"]))
+    if "start_time" in names:
+        # Whole seconds, so that every style (some have no milliseconds) says the same time.
+        end = (wall_clock_ms() - draw(st.integers(0, 2 * HOUR_MS))) // 1000 * 1000
+        start = end - draw(st.integers(0, 21 * 3600)) * 1000
+        if draw(st.booleans()):
+            query["start_time"] = _time_text(start, draw(TIME_STYLES))
+        if draw(st.booleans()):
+            query["end_time"] = _time_text(end, draw(TIME_STYLES))
+    return query
+
+
+def _query_names(operation: Any) -> frozenset[str]:
+    return frozenset(parameter.name for parameter in operation.query)
+
+
+def _with_the_key(case: Any, server: Server) -> None:
+    """Drops the key headers schemathesis generated, so the server's real key goes out."""
+    if server.headers and case.headers:
+        case.headers = {
+            name: value for name, value in case.headers.items() if name.lower() not in KEY_HEADERS
+        }
+
+
 def _failure(
-    operation: Any, mode: GenerationMode, server: Server, *, max_examples: int = MAX_EXAMPLES
+    operation: Any,
+    mode: GenerationMode,
+    server: Server,
+    *,
+    max_examples: int = MAX_EXAMPLES,
+    statuses: list[tuple[int, str]] | None = None,
 ) -> str | None:
     """Runs the operation's cases against the server; the report of the (shrunk) failure, if
-    any."""
+    any. A valid (positive) case gets a typed query; every status answered goes to `statuses`."""
+    names = _query_names(operation)
+    answered: list[tuple[int, str]] = [] if statuses is None else statuses
 
     @settings(
         max_examples=max_examples,
@@ -184,9 +321,15 @@ def _failure(
         suppress_health_check=list(HealthCheck),
         report_multiple_bugs=False,
     )
-    @given(case=_cases(operation, mode, server.headers))
-    def run(case: Any) -> None:
-        case.call_and_validate(base_url=server.url, headers=server.headers, checks=CHECKS)
+    @given(case=_cases(operation, mode), query=typed_query(names))
+    def run(case: Any, query: dict[str, str]) -> None:
+        if mode is GenerationMode.POSITIVE and names:
+            case.query = query
+        _with_the_key(case, server)
+        response = case.call_and_validate(
+            base_url=server.url, headers=server.headers, checks=CHECKS
+        )
+        answered.append((response.status_code, f"{case.path} {case.query}: {response.text[:300]}"))
 
     try:
         run()
@@ -209,12 +352,28 @@ def test_every_answer_matches_the_document(
     schema: Any, server: Server, mode: GenerationMode
 ) -> None:
     failures = []
+    statuses: dict[str, list[tuple[int, str]]] = {}
     for result in schema.get_all_operations():
-        failure = _failure(result.ok(), mode, server)
+        operation = result.ok()
+        name = operation.definition.raw.get("operationId")
+        failure = _failure(operation, mode, server, statuses=statuses.setdefault(name, []))
         if failure is not None:
             failures.append(failure)
 
     assert not failures, "\n\n".join([*failures, f"server log: {server.log}"])
+    if server.headers:  # the real key went out with every request
+        unauthorized = [seen for answers in statuses.values() for seen in answers if seen[0] == 401]
+        assert not unauthorized, unauthorized[:5]
+    if mode is GenerationMode.POSITIVE:  # valid requests are answered, not refused
+        refused = [
+            seen
+            for name in NEVER_400_WHEN_VALID
+            for seen in statuses.get(name, [])
+            if seen[0] == 400
+        ]
+        assert not refused, refused[:5]
+        for name in ("getLocationHistory", "getFleetWindow"):
+            assert 200 in {status for status, _ in statuses[name]}, statuses[name][:5]
 
 
 def test_device_ids_with_a_slash_get_documented_answers(schema: Any, server: Server) -> None:
@@ -268,6 +427,7 @@ def test_stateful_sequences_follow_the_documents_links(schema: Any, server: Serv
 
     class Machine(reads.as_state_machine()):  # type: ignore[misc]
         def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+            _with_the_key(case, server)
             return {"base_url": server.url, "headers": dict(server.headers)}
 
         def after_call(self, response: Any, case: Any) -> None:

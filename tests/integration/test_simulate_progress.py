@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import TRACKSTORE
-from trackstore.commands import simulate
+from trackstore.cli.simulate import simulate
 from trackstore.config import Settings
 from trackstore.kinesis.client import ensure_stream, kinesis_client
 

@@ -12,19 +12,16 @@ from typing import Any
 
 import msgspec
 import pytest
-from dependency_injector import providers
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from tests.unit.memory_api import MemoryApi
 from trackstore.clock import FakeClock
-from trackstore.config import Backend, Settings
-from trackstore.container import Container, build_container
 from trackstore.domain import StreamRecord
 from trackstore.errors import UNAVAILABLE, Error
 from trackstore.memory import MemoryLocationRepository, MemoryStore
 from trackstore.service import TrackService
 from trackstore.timefmt import parse_iso
-from trackstore.web import create_app
 
 NOW = parse_iso("2026-11-28T12:00:00Z")
 MINUTE = 60_000
@@ -35,19 +32,22 @@ Client = AsyncTestClient[Litestar]
 
 
 @pytest.fixture
-def container() -> Container:
-    container = build_container(Settings(backend=Backend.MEMORY))
-    container.clock.override(providers.Object(FakeClock(NOW)))
-    return container
+def clock() -> FakeClock:
+    return FakeClock(NOW)
 
 
 @pytest.fixture
-async def client(container: Container) -> AsyncIterator[Client]:
-    async with AsyncTestClient(app=create_app(container)) as client:
+def api(clock: FakeClock) -> MemoryApi:
+    return MemoryApi(clock)
+
+
+@pytest.fixture
+async def client(api: MemoryApi) -> AsyncIterator[Client]:
+    async with AsyncTestClient(app=api.app()) as client:
         yield client
 
 
-async def ingest(container: Container, device: str, *times: int) -> None:
+async def ingest(api: MemoryApi, device: str, *times: int) -> None:
     records = [
         StreamRecord(
             data=msgspec.json.encode(
@@ -60,7 +60,7 @@ async def ingest(container: Container, device: str, *times: int) -> None:
         )
         for n, t in enumerate(times)
     ]
-    result = await container.service().ingest(records)
+    result = await api.service.ingest(records)
     assert not result.rejections
 
 
@@ -75,9 +75,9 @@ def problem(response: Any, status: int) -> str:
 
 
 async def test_a_fleet_window_without_start_time_is_the_last_hour(
-    client: Client, container: Container
+    client: Client, api: MemoryApi
 ) -> None:
-    await ingest(container, "bus-1", NOW - 2 * HOUR, NOW - 30 * MINUTE, NOW - MINUTE)
+    await ingest(api, "bus-1", NOW - 2 * HOUR, NOW - 30 * MINUTE, NOW - MINUTE)
 
     body = (await client.get("/locations")).json()
 
@@ -118,9 +118,9 @@ async def test_windows_at_the_edges_of_time_answer_at_once(client: Client, query
 
 
 async def test_end_time_far_ahead_is_clamped_so_recent_locations_still_show(
-    client: Client, container: Container
+    client: Client, api: MemoryApi
 ) -> None:
-    await ingest(container, "bus-1", NOW - 10 * MINUTE)
+    await ingest(api, "bus-1", NOW - 10 * MINUTE)
 
     body = (await client.get("/locations?end_time=9999-12-31T00:00:00Z")).json()
 
@@ -152,10 +152,10 @@ async def pages(client: Client, url: str) -> str:
     ],
 )
 async def test_a_token_only_works_for_the_query_it_came_from(
-    client: Client, container: Container, first: str, changed: str
+    client: Client, api: MemoryApi, first: str, changed: str
 ) -> None:
-    await ingest(container, "bus-1", *(NOW - m * MINUTE for m in range(1, 6)))
-    await ingest(container, "bus-2", NOW - MINUTE)
+    await ingest(api, "bus-1", *(NOW - m * MINUTE for m in range(1, 6)))
+    await ingest(api, "bus-2", NOW - MINUTE)
     token = await pages(client, first)
 
     assert (await client.get(f"{first}&next_token={token}")).status_code == 200
@@ -182,10 +182,10 @@ def forged(token: str, **key: Any) -> str:
     ],
 )
 async def test_a_tampered_token_is_a_400(
-    client: Client, container: Container, url: str, key: dict[str, Any]
+    client: Client, api: MemoryApi, url: str, key: dict[str, Any]
 ) -> None:
-    await ingest(container, "bus-1", *(NOW - m * MINUTE for m in range(1, 6)))
-    await ingest(container, "bus-2", NOW - MINUTE)
+    await ingest(api, "bus-1", *(NOW - m * MINUTE for m in range(1, 6)))
+    await ingest(api, "bus-2", NOW - MINUTE)
     token = await pages(client, url)
 
     assert "next_token" in problem(
@@ -193,8 +193,8 @@ async def test_a_tampered_token_is_a_400(
     )
 
 
-async def test_a_token_holds_no_table_name(client: Client, container: Container) -> None:
-    await ingest(container, "bus-1", *(NOW - m * MINUTE for m in range(1, 6)))
+async def test_a_token_holds_no_table_name(client: Client, api: MemoryApi) -> None:
+    await ingest(api, "bus-1", *(NOW - m * MINUTE for m in range(1, 6)))
     token = await pages(client, "/locations/bus-1?limit=2")
 
     decoded = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
@@ -203,14 +203,12 @@ async def test_a_token_holds_no_table_name(client: Client, container: Container)
 
 
 async def test_paging_without_start_time_survives_the_retention_edge_moving(
-    container: Container,
+    api: MemoryApi, clock: FakeClock
 ) -> None:
-    clock = FakeClock(NOW)
-    container.clock.override(providers.Object(clock))
     # The oldest locations sit right at the retention edge.
     edge = NOW - 30 * 24 * HOUR
-    await ingest(container, "bus-1", *(edge + s * 1000 for s in range(1, 6)))
-    async with AsyncTestClient(app=create_app(container)) as client:
+    await ingest(api, "bus-1", *(edge + s * 1000 for s in range(1, 6)))
+    async with AsyncTestClient(app=api.app()) as client:
         token = await pages(client, "/locations/bus-1?limit=2")
         clock.advance(3_500)  # the edge passes the cursor
 
@@ -224,9 +222,9 @@ async def test_paging_without_start_time_survives_the_retention_edge_moving(
 
 
 async def test_epoch_seconds_and_milliseconds_both_mean_the_same_moment(
-    client: Client, container: Container
+    client: Client, api: MemoryApi
 ) -> None:
-    await ingest(container, "bus-1", NOW - 10 * MINUTE, NOW - MINUTE)
+    await ingest(api, "bus-1", NOW - 10 * MINUTE, NOW - MINUTE)
     seconds = (NOW - 5 * MINUTE) // 1000
 
     by_seconds = (await client.get(f"/locations/bus-1?start_time={seconds}")).json()

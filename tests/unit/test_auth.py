@@ -10,9 +10,8 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from trackstore.config import Backend, Settings
-from trackstore.container import build_container
-from trackstore.web import create_app
+from tests.unit.memory_api import MemoryApi, memory_app
+from trackstore.config import Settings
 
 KEY = "fleet-ops-key-0123456789"
 OTHER = "another-valid-key-987654"
@@ -28,7 +27,8 @@ def settings(keys: str, metrics_public: bool = False) -> Settings:
 
 
 async def client_for(config: Settings) -> AsyncIterator[AsyncTestClient[Litestar]]:
-    async with AsyncTestClient(app=create_app(build_container(config))) as client:
+    app = memory_app(api_keys=config.api_key_digests, metrics_public=config.metrics_public)
+    async with AsyncTestClient(app=app) as client:
         yield client
 
 
@@ -100,14 +100,14 @@ async def test_metrics_can_be_made_public() -> None:
 
 
 async def test_without_keys_the_api_is_open() -> None:
-    async for client in client_for(Settings(backend=Backend.MEMORY)):
+    async for client in client_for(Settings()):
         assert (await client.get("/devices")).status_code == 200
 
 
 async def test_an_outage_answer_names_neither_tables_nor_errors() -> None:
-    container = build_container(Settings(backend=Backend.MEMORY))
-    container.memory_store().available = False
-    async with AsyncTestClient(app=create_app(container)) as client:
+    api = MemoryApi()
+    api.store.available = False
+    async with AsyncTestClient(app=api.app()) as client:
         query = await client.get("/devices/bus-1")
         health = await client.get("/health")
 
@@ -117,7 +117,7 @@ async def test_an_outage_answer_names_neither_tables_nor_errors() -> None:
 
 
 async def test_a_register_body_over_16_kib_is_413() -> None:
-    async for client in client_for(Settings(backend=Backend.MEMORY)):
+    async for client in client_for(Settings()):
         body = b'{"name": "x", "metadata": {"pad": "' + b"x" * 16_400 + b'"}}'
         response = await client.post("/devices/bus-1/register", content=body)
         assert response.status_code == 413

@@ -32,10 +32,10 @@ import pytest
 
 from tests.aws_emulators import DUMMY_CREDENTIALS, free_port
 from trackstore import __version__, cli
-from trackstore.commands import consume
+from trackstore.cli.consume import consume
+from trackstore.cli.process import listen
 from trackstore.config import DEFAULT_CONSUMER_METRICS_PORT, Backend, Settings
 from trackstore.container import build_container
-from trackstore.serving import listen
 
 CONFIG_VARIABLES = (
     "AWS_REGION",

@@ -14,8 +14,9 @@ import pytest
 from litestar.testing import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from trackstore.consumer_health import ConsumerHealth, SourceState
+from trackstore.consumer_health import ConsumerHealth
 from trackstore.metrics import Metrics
+from trackstore.ports import SourceState
 from trackstore.web.consumer_app import create_consumer_app
 
 STALL_S = 300.0

@@ -25,7 +25,7 @@ from trackstore.memory.leases import MemoryLeaseStore
 from trackstore.metrics import Metrics
 
 FAILOVER_S = 0.3
-DEADLINE_S = 3.0
+DEADLINE_S = 5.0  # for conditions that come within milliseconds; generous for a busy machine
 S0, S1, S2, S3 = (f"shardId-00000000000{i}" for i in range(4))
 
 
@@ -98,6 +98,27 @@ async def eventually(condition: Callable[[], bool], what: str, within: float = D
     while not condition():
         assert time.perf_counter() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.002)
+
+
+class CountingLeases(MemoryLeaseStore):
+    """A MemoryLeaseStore that counts its list() calls: a source lists the table at the start
+    of each lease-taking round (every FAILOVER_S / 3 at the soonest)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lists = 0
+
+    async def list(self) -> list[Lease]:
+        self.lists += 1
+        return await super().list()
+
+
+async def lease_rounds(store: CountingLeases, rounds: int) -> None:
+    """Waits until the source has begun `rounds` more lease-taking rounds: a condition, not a
+    sleep, so a busy machine cannot shorten the wait to fewer rounds. As rounds are at least
+    FAILOVER_S / 3 apart, it lasts at least (rounds - 1) * FAILOVER_S / 3."""
+    target = store.lists + rounds
+    await eventually(lambda: store.lists >= target, f"{rounds} lease-taking rounds")
 
 
 @contextlib.asynccontextmanager
@@ -179,13 +200,13 @@ async def test_a_merged_child_waits_for_both_parents() -> None:
     child = kinesis.put(S2, *data(S2, 2))
     kinesis.close(S0)
     kinesis.close(S1)
-    store = MemoryLeaseStore()
+    store = CountingLeases()
     driving = Driving(source_for(kinesis, store), store, hold={S1})
 
     slow = await driving.next_held()  # S1's only batch, not checkpointed yet
     assert slow.shard_id == S1
     await eventually(lambda: store.leases[S0].finished, "the left parent finished")
-    await asyncio.sleep(FAILOVER_S)  # several lease-taking rounds
+    await lease_rounds(store, 4)  # several rounds that could have taken the child
     assert store.leases[S2].parents == frozenset({S0, S1})
     assert driving.sequences(S2) == []
     assert store.leases[S2].owner is None
@@ -238,7 +259,7 @@ async def test_a_lease_taken_behind_its_back_is_never_checkpointed_or_read_again
     kinesis.add_shard(S1)
     kinesis.put(S0, *data(S0, 6))
     kinesis.put(S1, *data(S1, 2))
-    store = MemoryLeaseStore()
+    store = CountingLeases()
     driving = Driving(source_for(kinesis, store), store, hold={S0})
 
     first = await driving.next_held()
@@ -270,11 +291,12 @@ async def test_a_lease_taken_behind_its_back_is_never_checkpointed_or_read_again
         handed_before = len(driving.sequences(S0))
         later_s0 = kinesis.put(S0, *data(S0, 2))
         later_s1 = kinesis.put(S1, *data(S1, 2))
-        await asyncio.sleep(2 * FAILOVER_S)  # past the failover time: the thief is alive
+        # Past the failover time (7 rounds: at least 2 x FAILOVER_S): the thief is alive.
+        await lease_rounds(store, 7)
+        await eventually(lambda: driving.sequences(S1)[-2:] == later_s1, "the other shard going on")
         assert len(driving.sequences(S0)) == handed_before
         assert not set(later_s0) & set(driving.sequences(S0))
         assert driving.held.empty()
-        assert driving.sequences(S1)[-2:] == later_s1  # the other shard goes on
         assert S0 not in driving.source.held
         assert store.leases[S0].owner == "worker-b"
     finally:
@@ -396,12 +418,12 @@ async def test_a_child_waiting_for_its_parent_is_not_an_orphan() -> None:
     kinesis = FakeKinesis()
     kinesis.add_shard(S0)
     kinesis.add_shard(S1, S0)
-    store = MemoryLeaseStore()
+    store = CountingLeases()
     assert await store.create(Lease(shard_id=S0, owner="worker-b"))
     async with taken_by_another(store, S0):
         driving = Driving(source_for(kinesis, store), store)
         await eventually(lambda: S1 in store.leases, "the child's lease created")
-        await asyncio.sleep(2 * FAILOVER_S)  # several lease-taking rounds
+        await lease_rounds(store, 7)  # past the failover time: rounds that could take a lease
 
         # Nothing to read here: the parent has a live owner and the child must wait for it.
         state = driving.source.state()
@@ -471,16 +493,16 @@ async def test_close_releases_every_lease_and_a_successor_resumes_at_once() -> N
     assert store.leases[S2].checkpoint == TRIM_HORIZON
 
     more = {shard: kinesis.put(shard, *data(shard, 1)) for shard in (S0, S1)}
-    started = time.perf_counter()
     successor = Driving(source_for(kinesis, store, "worker-b", failover_s=30.0), store)
+    # Within a third of the 30 s failover time: only released leases can be taken that soon.
     await eventually(
         lambda: (
             successor.sequences(S2) == written[S2]
             and all(successor.sequences(s) == more[s] for s in (S0, S1))
         ),
         "the successor reading every shard from its checkpoint",
+        within=10.0,
     )
-    assert time.perf_counter() - started < 1.0
     assert {lease.owner for lease in store.leases.values()} == {"worker-b"}
     await successor.stop()
 
@@ -489,12 +511,14 @@ async def test_stop_ends_the_batches_promptly() -> None:
     kinesis = FakeKinesis()
     kinesis.add_shard(S0)
     store = MemoryLeaseStore()
-    driving = Driving(source_for(kinesis, store), store)
+    # Long idle and failover times: a stop that waited for the next poll or lease round would
+    # take 10 s or more, not the moment it takes.
+    driving = Driving(source_for(kinesis, store, failover_s=30.0, idle_s=30.0), store)
     await eventually(lambda: store.leases.get(S0, Lease(shard_id=S0)).owner is not None, "taken")
 
     started = time.perf_counter()
     await driving.stop()
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < 2.0
     assert store.leases[S0].owner is None
 
 

@@ -13,11 +13,11 @@ from trackstore.leasing import (
     SHARD_END,
     TRIM_HORIZON,
     Lease,
-    LeaseStore,
     LeaseTaker,
     RenewalSchedule,
 )
 from trackstore.memory.leases import MemoryLeaseStore
+from trackstore.ports import LeaseStore
 
 FAILOVER_S = 10.0
 SHARDS = [f"shardId-{i:012d}" for i in range(6)]

@@ -20,9 +20,9 @@ from tests.helpers import (
     stream_record,
     with_raw_value,
 )
+from trackstore.cli.fleet import Fleet
 from trackstore.domain import Location, StreamRecord
 from trackstore.records import Reason, RecordDecoder, Rejection
-from trackstore.simulate import Fleet
 
 DECODER = RecordDecoder(TTL_MS)
 REQUIRED = ("deviceId", "timestamp", "latitude", "longitude")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import ast
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import trackstore
+from tests.faults import RefusingLocations
 from tests.helpers import (
     HOUR_MS,
     MINUTE_MS,
@@ -19,27 +20,21 @@ from tests.helpers import (
     TTL_DAYS,
     TTL_MS,
     all_pages,
-    mark,
-    new_sequence_number,
     payload,
-    position_of,
     resent,
     stream_record,
     with_raw_value,
 )
 from trackstore.clock import FakeClock
 from trackstore.domain import (
-    Arrival,
     Device,
-    DeviceActivity,
-    DeviceMark,
     DeviceStatus,
     HistoryQuery,
     Location,
     Order,
     StreamRecord,
 )
-from trackstore.errors import CONFLICT, INVALID, NOT_FOUND, UNAVAILABLE, Error
+from trackstore.errors import CONFLICT, INVALID, NOT_FOUND, Error
 from trackstore.memory import MemoryDeviceRepository, MemoryLocationRepository, MemoryStore
 from trackstore.ports import DeviceRepository, LocationRepository
 from trackstore.records import Reason
@@ -64,15 +59,6 @@ class World:
             locations=self.locations, devices=self.devices, clock=self.clock, ttl_days=TTL_DAYS
         )
 
-    def other_worker(self) -> TrackService:
-        """Another consumer process's TrackService over the same tables."""
-        return TrackService(
-            locations=MemoryLocationRepository(self.store),
-            devices=MemoryDeviceRepository(self.store),
-            clock=self.clock,
-            ttl_days=TTL_DAYS,
-        )
-
     async def stored(self, device_id: str = "bus-1") -> list[Location]:
         """Every location stored for the device, straight from the repository."""
         pages = await all_pages(
@@ -84,80 +70,6 @@ class World:
 
     async def device(self, device_id: str = "bus-1") -> Device:
         return await self.service.device(device_id)
-
-    async def tables(
-        self, device_id: str = "bus-1"
-    ) -> tuple[list[Location], Device | None, DeviceMark | None]:
-        """What the tables hold for the device: its locations, its item and its mark."""
-        marks = await self.devices.marks([device_id])
-        return await self.stored(device_id), await self.devices.get(device_id), marks.get(device_id)
-
-
-class SimulatedCrash(Exception):
-    """The process died: nothing after this point ran."""
-
-
-class CrashingApply:
-    """A DeviceRepository whose apply_activity dies `times` times before it does anything, as if
-    the consumer crashed after the location writes and before DeviceRepository.apply_activity."""
-
-    def __init__(self, inner: DeviceRepository, times: int = 1) -> None:
-        self._inner = inner
-        self.crashes_left = times
-
-    async def apply_activity(self, activities: Sequence[DeviceActivity]) -> None:
-        if self.crashes_left:
-            self.crashes_left -= 1
-            raise SimulatedCrash
-        await self._inner.apply_activity(activities)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-class RacedApply:
-    """A DeviceRepository where, once, another writer runs between the location writes and
-    apply_activity; counts the CONFLICTs apply_activity meets."""
-
-    def __init__(self, inner: DeviceRepository) -> None:
-        self._inner = inner
-        self.other_writer: Callable[[], Awaitable[object]] | None = None
-        self.conflicts = 0
-
-    async def apply_activity(self, activities: Sequence[DeviceActivity]) -> None:
-        if self.other_writer is not None:
-            other_writer, self.other_writer = self.other_writer, None
-            await other_writer()
-        try:
-            await self._inner.apply_activity(activities)
-        except Error as error:
-            if error.code is CONFLICT:
-                self.conflicts += 1
-            raise
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-class CrashingPutNew:
-    """A LocationRepository whose put_new, `times` times, does its writes and then dies before
-    answering: the consumer crashed after put_new and before DeviceRepository.apply_activity."""
-
-    def __init__(self, inner: LocationRepository, times: int = 1) -> None:
-        self._inner = inner
-        self.crashes_left = times
-        self.calls: list[list[Arrival]] = []
-
-    async def put_new(self, arrivals: Sequence[Arrival]) -> list[Location]:
-        self.calls.append(list(arrivals))
-        counted = await self._inner.put_new(arrivals)
-        if self.crashes_left:
-            self.crashes_left -= 1
-            raise SimulatedCrash
-        return counted
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
 
 LATIN_1_RECORD = stream_record(payload(region="Königsberg")).data.decode().encode("latin-1")
@@ -181,15 +93,6 @@ def at(
         sequence_number=sequence_number,
         sub_sequence_number=sub_sequence_number,
     )
-
-
-def aggregated(*offsets_ms: int, device_id: str = "bus-1") -> list[StreamRecord]:
-    """The records deaggregated from one KPL record: one sequence number, sub-sequence 0, 1, ..."""
-    sequence_number = new_sequence_number()
-    return [
-        at(offset, device_id, sequence_number=sequence_number, sub_sequence_number=sub)
-        for sub, offset in enumerate(offsets_ms)
-    ]
 
 
 # -- ingest: counting ----------------------------------------------------------------------------
@@ -283,19 +186,8 @@ async def test_locations_and_the_device_record_hold_what_was_ingested() -> None:
 
 
 # -- ingest: at-least-once delivery --------------------------------------------------------------
-
-
-async def test_replaying_the_exact_same_batch_changes_nothing() -> None:
-    world = World()
-    batch = [at(-3 * MINUTE_MS), at(-2 * MINUTE_MS), at(-MINUTE_MS, device_id="bus-2")]
-    await world.service.ingest(batch)
-    before = await world.tables("bus-1"), await world.tables("bus-2")
-
-    await world.service.ingest(batch)
-    await world.service.ingest(batch)
-
-    assert (await world.tables("bus-1"), await world.tables("bus-2")) == before
-    assert (await world.device("bus-1")).total_updates == 2
+# The crash and replay scenarios run over every adapter, DynamoDB included: tests/contract/
+# test_ingest.py, with the crash wrappers of tests/faults.py.
 
 
 async def test_a_producers_resend_in_a_later_batch_is_not_counted_again() -> None:
@@ -338,251 +230,6 @@ async def test_a_batch_with_newer_and_older_records_counts_each_once() -> None:
     device = await world.device()
     assert device.total_updates == 3
     assert device.last_seen == NOW_MS - MINUTE_MS
-
-
-async def test_a_late_record_replayed_after_it_was_counted_stays_counted_once() -> None:
-    world = World()
-    await world.service.ingest([at(-MINUTE_MS)])
-    late_batch = [at(-10 * MINUTE_MS)]
-    await world.service.ingest(late_batch)
-    before = await world.tables()
-
-    await world.service.ingest(late_batch)
-
-    assert await world.tables() == before
-    assert (await world.device()).total_updates == 2
-
-
-async def test_a_batch_replayed_after_a_crash_between_the_two_writes_counts_exactly() -> None:
-    world = World(lambda devices: CrashingApply(devices, times=0))
-    crashing = world.devices
-    assert isinstance(crashing, CrashingApply)
-    await world.service.ingest([at(-6 * MINUTE_MS)])
-    batch = [at(-4 * MINUTE_MS), at(-3 * MINUTE_MS), at(-9 * MINUTE_MS), at(-2 * MINUTE_MS)]
-    crashing.crashes_left = 1
-
-    with pytest.raises(SimulatedCrash):
-        await world.service.ingest(batch)
-    await world.service.ingest(batch)  # not checkpointed: the stream hands it out again
-
-    device = await world.device()
-    assert device.total_updates == 5
-    assert device.last_seen == NOW_MS - 2 * MINUTE_MS
-    assert len(await world.stored()) == 5
-
-    await world.service.ingest(batch)  # and again, as if the checkpoint itself was lost
-    assert (await world.device()).total_updates == 5
-
-
-async def test_a_crash_on_a_devices_first_batch_then_a_replay_counts_exactly() -> None:
-    world = World(lambda devices: CrashingApply(devices, times=2))
-    batch = [at(-3 * MINUTE_MS), at(-2 * MINUTE_MS)]
-
-    for _ in range(2):
-        with pytest.raises(SimulatedCrash):
-            await world.service.ingest(batch)
-    await world.service.ingest(batch)
-
-    device = await world.device()
-    assert (device.total_updates, device.last_seen) == (2, NOW_MS - 2 * MINUTE_MS)
-
-
-@pytest.mark.parametrize(
-    "split",
-    [
-        pytest.param(False, id="the-new-holder-reads-it-all-in-one-batch"),
-        pytest.param(True, id="the-new-holder-reads-it-in-smaller-batches"),
-    ],
-)
-async def test_a_batch_retried_after_another_writer_moved_last_seen_counts_every_location(
-    split: bool,
-) -> None:
-    # The shard's lease moved while worker A held a batch: worker B resumes from the last
-    # checkpoint, so it reads A's records too, then a newer one, and applies them while A is
-    # between its location writes and apply_activity. A meets a CONFLICT and retries: each
-    # distinct location is still counted exactly once.
-    world = World(RacedApply)
-    raced = world.devices
-    assert isinstance(raced, RacedApply)
-    await world.service.ingest([at(-3 * MINUTE_MS)])
-    a_batch = [at(-2 * MINUTE_MS), at(-2 * MINUTE_MS, "bus-2")]
-    newer = at(-MINUTE_MS)
-    other = world.other_worker()
-    b_batches = [a_batch[:1], [*a_batch[1:], newer]] if split else [[*a_batch, newer]]
-    raced.other_writer = lambda: other.ingest(b_batches[0])
-
-    await world.service.ingest(a_batch)
-    for b_batch in b_batches[1:]:
-        await other.ingest(b_batch)
-
-    assert raced.conflicts == 1
-    assert len(await world.stored()) == 3
-    device = await world.device()
-    assert device.last_seen == NOW_MS - MINUTE_MS
-    assert device.total_updates == 3
-    bus_2 = await world.device("bus-2")
-    assert (bus_2.last_seen, bus_2.total_updates) == (NOW_MS - 2 * MINUTE_MS, 1)
-    marks = await world.devices.marks(["bus-1", "bus-2"])
-    assert marks == {
-        "bus-1": mark(NOW_MS - MINUTE_MS, position_of(newer)),
-        "bus-2": mark(NOW_MS - 2 * MINUTE_MS, position_of(a_batch[1])),
-    }
-
-
-async def test_a_crash_after_put_new_then_a_replay_counts_the_late_location_once() -> None:
-    world = World(wrap_locations=lambda locations: CrashingPutNew(locations, times=0))
-    crashing = world.locations
-    assert isinstance(crashing, CrashingPutNew)
-    await world.service.ingest([at(-MINUTE_MS)])
-    batch = [at(-10 * MINUTE_MS, speed=7.0), at(-30 * SECOND_MS)]
-    crashing.crashes_left = 1
-
-    with pytest.raises(SimulatedCrash):
-        await world.service.ingest(batch)
-
-    # put_new stored the late location; nothing was counted yet (the first batch went through
-    # put_new too: the device's mark had never seen the shard)
-    assert [[a.location.timestamp for a in call] for call in crashing.calls] == [
-        [NOW_MS - MINUTE_MS],
-        [NOW_MS - 10 * MINUTE_MS],
-    ]
-    stored, device, _ = await world.tables()
-    assert [loc.timestamp for loc in stored] == [
-        NOW_MS - 10 * MINUTE_MS,
-        NOW_MS - MINUTE_MS,
-        NOW_MS - 30 * SECOND_MS,
-    ]
-    assert device is not None
-    assert (device.total_updates, device.last_seen) == (1, NOW_MS - MINUTE_MS)
-
-    await world.service.ingest(batch)  # not checkpointed: the stream hands it out again
-
-    device = await world.device()
-    assert device.total_updates == 3
-    assert device.last_seen == NOW_MS - 30 * SECOND_MS
-    assert [loc.speed for loc in await world.stored()] == [7.0, None, None]
-    assert (await world.devices.marks(["bus-1"]))["bus-1"] == mark(
-        NOW_MS - 30 * SECOND_MS, position_of(batch[-1])
-    )
-    after = await world.tables()
-
-    await world.service.ingest(batch)  # and again, as if the checkpoint itself was lost
-
-    assert await world.tables() == after
-
-
-async def test_a_replay_after_newer_batches_changes_nothing_though_its_records_are_late() -> None:
-    world = World()
-    await world.service.ingest([at(-MINUTE_MS)])
-    # two late locations (stored by put_new from this batch's positions) and a fresh one
-    old_batch = [at(-5 * MINUTE_MS), at(-4 * MINUTE_MS), at(-30 * SECOND_MS)]
-    await world.service.ingest(old_batch)
-    await world.service.ingest([at(-10 * SECOND_MS), at(-20 * MINUTE_MS)])
-    before = await world.tables()
-    assert before[1] is not None
-    assert before[1].total_updates == 6
-
-    await world.service.ingest(old_batch)  # its checkpoint was lost; every record is now late
-
-    assert await world.tables() == before
-
-
-async def test_kpl_records_sharing_a_sequence_number_are_each_applied_and_replays_skipped() -> None:
-    world = World()
-    await world.service.ingest([at(0)])
-    # sub-sequence 0..10 carry late locations, 11 a fresh one: "…/10" sorts after "…/9"
-    kpl = aggregated(*(-m * MINUTE_MS for m in range(11, 0, -1)), 30 * SECOND_MS)
-    assert [r.sequence_number for r in kpl] == [kpl[0].sequence_number] * 12
-
-    result = await world.service.ingest(kpl)
-
-    assert (result.stored, result.duplicates) == (12, 0)
-    device = await world.device()
-    assert (device.total_updates, device.last_seen) == (13, NOW_MS + 30 * SECOND_MS)
-    assert len(await world.stored()) == 13
-    assert (await world.devices.marks(["bus-1"]))["bus-1"] == mark(
-        NOW_MS + 30 * SECOND_MS, position_of(kpl[11])
-    )
-    after = await world.tables()
-
-    await world.service.ingest(kpl)  # the whole aggregate again
-    await world.service.ingest(kpl[9:])  # its tail
-
-    assert await world.tables() == after
-    await world.service.ingest(aggregated(-30 * MINUTE_MS, MINUTE_MS))  # the next aggregate
-    device = await world.device()
-    assert (device.total_updates, device.last_seen) == (15, NOW_MS + MINUTE_MS)
-
-
-async def test_kpl_records_of_one_aggregate_split_between_fresh_and_late_count_once_each() -> None:
-    world = World()
-    await world.service.ingest([at(-5 * MINUTE_MS)])
-    kpl = aggregated(-MINUTE_MS, -6 * MINUTE_MS, -5 * MINUTE_MS, -2 * MINUTE_MS)
-
-    await world.service.ingest(kpl)
-    await world.service.ingest(kpl)
-
-    device = await world.device()
-    # -5 min was stored already (the same location, another record): not counted again
-    assert (device.total_updates, device.last_seen) == (4, NOW_MS - MINUTE_MS)
-    assert len(await world.stored()) == 4
-
-
-@pytest.mark.parametrize("how", ["crash", "lease-moved"])
-async def test_a_fresh_location_stored_by_an_unfinished_attempt_counts_when_found_late(
-    how: str,
-) -> None:
-    # KNOWN BUG (src/trackstore/service.py, TrackService._store): an attempt stores the
-    # locations newer than lastSeen with put_many, which remembers no position. If it does not
-    # finish (a crash, or a CONFLICT), and the batch's records are then applied in smaller
-    # batches (GetRecords may return fewer records; a new lease holder may use another batch
-    # size), a location with an older timestamp behind a newer one is found late on the
-    # replay; put_new then sees its key stored earlier, not from its position, and it is never
-    # counted.
-    if how == "crash":
-        world = World(lambda devices: CrashingApply(devices, times=0))
-        crashing = world.devices
-        assert isinstance(crashing, CrashingApply)
-        await world.service.ingest([at(-3 * MINUTE_MS)])
-        newer, older = at(-30 * SECOND_MS), at(-2 * MINUTE_MS)  # older arrives after newer
-        crashing.crashes_left = 1
-        with pytest.raises(SimulatedCrash):
-            await world.service.ingest([newer, older])
-        await world.service.ingest([newer])  # the replay, in smaller batches
-        await world.service.ingest([older])
-    else:
-        world = World(RacedApply)
-        raced = world.devices
-        assert isinstance(raced, RacedApply)
-        await world.service.ingest([at(-3 * MINUTE_MS)])
-        newer, older = at(-30 * SECOND_MS), at(-2 * MINUTE_MS)
-        other = world.other_worker()
-        raced.other_writer = lambda: other.ingest([newer])  # B resumes from the checkpoint
-        await world.service.ingest([newer, older])  # A meets a CONFLICT and retries
-        await other.ingest([older])
-
-    assert len(await world.stored()) == 3
-    device = await world.device()
-    assert device.last_seen == NOW_MS - 30 * SECOND_MS
-    assert device.total_updates == 3
-
-
-async def test_ingest_while_the_store_is_down_raises_unavailable_and_a_replay_completes() -> None:
-    world = World()
-    await world.service.ingest([at(-5 * MINUTE_MS)])
-    batch = [at(-4 * MINUTE_MS), at(-6 * MINUTE_MS), at(-MINUTE_MS, device_id="bus-2")]
-    world.store.available = False
-
-    with pytest.raises(Error) as raised:
-        await world.service.ingest(batch)
-
-    assert raised.value.code is UNAVAILABLE
-    world.store.available = True
-    await world.service.ingest(batch)
-    await world.service.ingest(batch)
-    bus1, bus2 = await world.device("bus-1"), await world.device("bus-2")
-    assert (bus1.total_updates, bus1.last_seen) == (3, NOW_MS - 4 * MINUTE_MS)
-    assert (bus2.total_updates, bus2.last_seen) == (1, NOW_MS - MINUTE_MS)
 
 
 # -- queries -------------------------------------------------------------------------------------
@@ -771,7 +418,7 @@ async def test_devices_pages_through_every_device() -> None:
 
 CORE_MODULES = (
     *("domain", "errors", "ports", "records", "service", "exactly_once", "values"),
-    *("timefmt", "paging", "clock"),
+    *("timefmt", "paging", "clock", "leasing"),
 )
 ALLOWED_THIRD_PARTY = {"msgspec"}
 
@@ -837,31 +484,6 @@ def test_the_core_imports_only_the_standard_library_msgspec_and_the_core(name: s
     path = Path(trackstore.__file__).parent / f"{name}.py"
 
     assert foreign_imports(path.read_text(encoding="utf-8"), f"trackstore.{name}") == []
-
-
-class RefusingLocations:
-    """A LocationRepository that refuses, as DynamoDB refuses an unstorable value, every write
-    holding a location whose `battery` is 13.0 (a stand-in for a value the rules let through)."""
-
-    def __init__(self, locations: Any) -> None:
-        self._locations = locations
-        self.refused_calls = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._locations, name)
-
-    def _check(self, arrivals: Any) -> None:
-        if any(a.location.battery == 13.0 for a in arrivals):
-            self.refused_calls += 1
-            raise Error(INVALID, "refused")
-
-    async def put_many(self, arrivals: Any) -> None:
-        self._check(arrivals)
-        await self._locations.put_many(arrivals)
-
-    async def put_new(self, arrivals: Any) -> Any:
-        self._check(arrivals)
-        return await self._locations.put_new(arrivals)
 
 
 async def test_a_location_the_store_refuses_is_rejected_and_the_rest_stored_and_counted() -> None:

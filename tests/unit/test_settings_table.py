@@ -3,12 +3,13 @@ the same: the same variables, the same defaults."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 import pytest
 
-from trackstore.config import SETTINGS, Settings
+from trackstore.config import SETTINGS, Settings, export_dotenv
 from trackstore.errors import Error
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -72,3 +73,17 @@ def test_a_fallback_variable_is_read_when_the_first_is_unset() -> None:
     assert Settings.from_env({"AWS_DEFAULT_REGION": "eu-west-1"}, dotenv=None).aws_region == (
         "eu-west-1"
     )
+
+
+def test_dotenv_variables_reach_libraries_that_read_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("AWS_ENDPOINT_URL=http://127.0.0.1:4566\nOTEL_SERVICE_NAME=from-dotenv\n")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "from-environment")
+
+    export_dotenv(dotenv)
+
+    assert os.environ["AWS_ENDPOINT_URL"] == "http://127.0.0.1:4566"
+    assert os.environ["OTEL_SERVICE_NAME"] == "from-environment"  # the environment wins

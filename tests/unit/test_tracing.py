@@ -33,11 +33,10 @@ from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.util._once import Once
 
 from tests.helpers import NOW_MS, SECOND_MS, TTL_DAYS, payload
+from tests.unit.memory_api import memory_app
 from trackstore.aws import TracedClient
 from trackstore.clock import FakeClock
-from trackstore.config import Backend, Settings
 from trackstore.consumer import Consumer
-from trackstore.container import build_container
 from trackstore.logs import JsonFormatter
 from trackstore.memory import (
     MemoryDeviceRepository,
@@ -49,7 +48,6 @@ from trackstore.memory import (
 from trackstore.metrics import Metrics
 from trackstore.service import TrackService
 from trackstore.telemetry import configure_tracing, tracer, xray_trace_id
-from trackstore.web import create_app
 
 SERVICE_NAME = "trackstore-unit-test"
 DEVICE_ROUTE = "GET /devices/{device_id}"
@@ -143,7 +141,7 @@ def test_xray_trace_id_format() -> None:
 
 @pytest.fixture
 def client(exporter: InMemorySpanExporter) -> Iterator[TestClient[Any]]:
-    app = create_app(build_container(Settings(backend=Backend.MEMORY)))
+    app = memory_app()
     with TestClient(app) as client:
         exporter.clear()  # whatever startup traced
         yield client

@@ -1,4 +1,5 @@
-"""The HTTP API as a client sees it: create_app over the in-memory adapters and a fake clock."""
+"""The HTTP API as a client sees it: create_app over a TrackService on the in-memory adapters and
+a fake clock."""
 
 from __future__ import annotations
 
@@ -9,19 +10,16 @@ from typing import Any
 
 import msgspec
 import pytest
-from dependency_injector import providers
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 import trackstore
+from tests.unit.memory_api import MemoryApi
 from trackstore.clock import FakeClock
-from trackstore.config import Backend, Settings
-from trackstore.container import Container, build_container
 from trackstore.domain import Location, StreamRecord
 from trackstore.memory import MemoryLocationRepository
 from trackstore.timefmt import format_ms, parse_iso
-from trackstore.web import create_app
 
 NOW = parse_iso("2026-11-28T12:00:00Z")
 MINUTE = 60_000
@@ -36,15 +34,13 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def container(clock: FakeClock) -> Container:
-    container = build_container(Settings(backend=Backend.MEMORY))
-    container.clock.override(providers.Object(clock))
-    return container
+def api(clock: FakeClock) -> MemoryApi:
+    return MemoryApi(clock)
 
 
 @pytest.fixture
-async def client(container: Container) -> AsyncIterator[Client]:
-    async with AsyncTestClient(app=create_app(container)) as client:
+async def client(api: MemoryApi) -> AsyncIterator[Client]:
+    async with AsyncTestClient(app=api.app()) as client:
         yield client
 
 
@@ -58,7 +54,7 @@ def record(device_id: str, timestamp: int, **fields: Any) -> dict[str, Any]:
     }
 
 
-async def ingest(container: Container, *records: dict[str, Any]) -> None:
+async def ingest(api: MemoryApi, *records: dict[str, Any]) -> None:
     stream_records = [
         StreamRecord(
             data=msgspec.json.encode(data),
@@ -69,7 +65,7 @@ async def ingest(container: Container, *records: dict[str, Any]) -> None:
         )
         for number, data in enumerate(records)
     ]
-    result = await container.service().ingest(stream_records)
+    result = await api.service.ingest(stream_records)
     assert not result.rejections, result.rejections
 
 
@@ -113,9 +109,9 @@ async def test_health_is_ok_when_stores_answer(client: Client) -> None:
 
 
 async def test_health_is_503_with_retry_after_when_a_store_is_down(
-    client: Client, container: Container
+    client: Client, api: MemoryApi
 ) -> None:
-    container.memory_store().available = False
+    api.store.available = False
 
     response = await client.get("/health")
 
@@ -128,9 +124,9 @@ async def test_health_is_503_with_retry_after_when_a_store_is_down(
 
 
 async def test_queries_are_503_problems_with_retry_after_when_a_store_is_down(
-    client: Client, container: Container
+    client: Client, api: MemoryApi
 ) -> None:
-    container.memory_store().available = False
+    api.store.available = False
 
     for path in ("/devices", "/devices/bus-1", "/locations/bus-1", "/locations/bus-1/latest"):
         response = await client.get(path)
@@ -142,10 +138,10 @@ async def test_queries_are_503_problems_with_retry_after_when_a_store_is_down(
 
 
 async def test_location_carries_the_optional_fields_it_was_sent_with_and_no_others(
-    client: Client, container: Container
+    client: Client, api: MemoryApi
 ) -> None:
     await ingest(
-        container,
+        api,
         record(
             "bus-1",
             NOW - 2 * MINUTE + 123,
@@ -191,9 +187,9 @@ async def test_location_carries_the_optional_fields_it_was_sent_with_and_no_othe
 
 
 @pytest.fixture
-async def five_minutes(container: Container) -> None:
+async def five_minutes(api: MemoryApi) -> None:
     """bus-1 at 11:55, 11:56, 11:57, 11:58 and 11:59."""
-    await ingest(container, *(record("bus-1", NOW - m * MINUTE) for m in range(1, 6)))
+    await ingest(api, *(record("bus-1", NOW - m * MINUTE) for m in range(1, 6)))
 
 
 @pytest.mark.usefixtures("five_minutes")
@@ -232,10 +228,10 @@ async def test_history_limit_cuts_the_page_and_offers_a_next_token(client: Clien
 
 @pytest.mark.parametrize("order", ["asc", "desc"])
 async def test_history_pages_through_every_location_exactly_once(
-    client: Client, container: Container, order: str
+    client: Client, api: MemoryApi, order: str
 ) -> None:
     times = [NOW - 30 * MINUTE + 17 * second for second in range(25)]
-    await ingest(container, *(record("bus-7", t) for t in times))
+    await ingest(api, *(record("bus-7", t) for t in times))
     params = {"limit": "7", "order": order, "start_time": str(times[0])}
 
     seen: list[str] = []
@@ -285,10 +281,8 @@ async def test_bad_history_parameters_are_400_naming_the_parameter(
     assert mentions in assert_problem(response, 400)["detail"]
 
 
-async def test_next_token_of_another_device_or_order_is_400(
-    client: Client, container: Container
-) -> None:
-    await ingest(container, *(record(d, NOW - m * MINUTE) for d in ("a", "b") for m in (1, 2, 3)))
+async def test_next_token_of_another_device_or_order_is_400(client: Client, api: MemoryApi) -> None:
+    await ingest(api, *(record(d, NOW - m * MINUTE) for d in ("a", "b") for m in (1, 2, 3)))
     token = (await client.get("/locations/a", params={"limit": "1"})).json()["nextToken"]
     assert isinstance(token, str)
 
@@ -303,9 +297,9 @@ async def test_next_token_of_another_device_or_order_is_400(
     assert_problem(device_listing, 400)
 
 
-async def test_latest_is_the_newest_location(client: Client, container: Container) -> None:
+async def test_latest_is_the_newest_location(client: Client, api: MemoryApi) -> None:
     # Out of order on purpose: the newest is the one with the latest timestamp, not the last sent.
-    await ingest(container, record("bus-1", NOW - MINUTE, speed=30.0), record("bus-1", NOW - 2))
+    await ingest(api, record("bus-1", NOW - MINUTE, speed=30.0), record("bus-1", NOW - 2))
 
     response = await client.get("/locations/bus-1/latest")
 
@@ -356,9 +350,9 @@ async def test_longest_legal_device_id_is_accepted(client: Client) -> None:
 
 
 async def test_device_reports_its_activity_with_every_key(
-    client: Client, container: Container, clock: FakeClock
+    client: Client, api: MemoryApi, clock: FakeClock
 ) -> None:
-    await ingest(container, record("bus-1", NOW - 2 * MINUTE), record("bus-1", NOW - MINUTE))
+    await ingest(api, record("bus-1", NOW - 2 * MINUTE), record("bus-1", NOW - MINUTE))
 
     body = (await client.get("/devices/bus-1")).json()
 
@@ -417,10 +411,8 @@ async def test_register_without_a_body_registers_without_a_name(client: Client) 
     assert response.json()["registeredAt"] == "2026-11-28T12:00:00.000Z"
 
 
-async def test_register_after_reporting_keeps_the_activity(
-    client: Client, container: Container
-) -> None:
-    await ingest(container, record("bus-1", NOW - MINUTE), record("bus-1", NOW - 2 * MINUTE))
+async def test_register_after_reporting_keeps_the_activity(client: Client, api: MemoryApi) -> None:
+    await ingest(api, record("bus-1", NOW - MINUTE), record("bus-1", NOW - 2 * MINUTE))
 
     response = await client.post("/devices/bus-1/register", json={"name": "Bus 1"})
 
@@ -464,9 +456,9 @@ async def test_huge_register_body_is_refused(client: Client) -> None:
 
 
 async def test_device_list_pages_through_every_device_exactly_once(
-    client: Client, container: Container
+    client: Client, api: MemoryApi
 ) -> None:
-    await ingest(container, *(record(f"bus-{n}", NOW - MINUTE) for n in range(5)))
+    await ingest(api, *(record(f"bus-{n}", NOW - MINUTE) for n in range(5)))
     assert (await client.post("/devices/tram-1/register")).status_code == 201
 
     seen: list[str] = []
@@ -484,8 +476,8 @@ async def test_device_list_pages_through_every_device_exactly_once(
     assert len(seen) == len(set(seen))
 
 
-async def test_device_list_shows_status_of_each(client: Client, container: Container) -> None:
-    await ingest(container, record("bus-1", NOW - MINUTE), record("bus-2", NOW - 20 * MINUTE))
+async def test_device_list_shows_status_of_each(client: Client, api: MemoryApi) -> None:
+    await ingest(api, record("bus-1", NOW - MINUTE), record("bus-2", NOW - 20 * MINUTE))
     await client.post("/devices/tram-1/register")
 
     body = (await client.get("/devices")).json()
@@ -525,14 +517,11 @@ class ExplodingLocations(MemoryLocationRepository):
 
 
 async def test_unexpected_failure_is_a_500_that_reveals_nothing_and_is_logged(
-    container: Container, caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    container.locations.override(
-        providers.Singleton(ExplodingLocations, store=container.memory_store)
-    )
     caplog.set_level(logging.ERROR)
 
-    async with AsyncTestClient(app=create_app(container)) as client:
+    async with AsyncTestClient(app=MemoryApi(locations=ExplodingLocations).app()) as client:
         response = await client.get("/locations/bus-1/latest")
 
     body = assert_problem(response, 500)
@@ -603,19 +592,16 @@ async def test_openapi_document_names_every_operation(client: Client) -> None:
     assert all(operation.get("tags") and operation.get("summary") for *_, operation in operations)
 
 
-async def test_lifespan_runs_around_the_app_with_the_container_in_state(
-    container: Container,
-) -> None:
+async def test_lifespan_runs_around_the_app(api: MemoryApi) -> None:
     events: list[str] = []
 
     @asynccontextmanager
     async def clients(app: Litestar) -> AsyncIterator[None]:
-        assert app.state.container is container
         events.append("open")
         yield
         events.append("close")
 
-    async with AsyncTestClient(app=create_app(container, lifespan=[clients])) as client:
+    async with AsyncTestClient(app=api.app(lifespan=[clients])) as client:
         assert events == ["open"]
         assert (await client.get("/health")).status_code == 200
     assert events == ["open", "close"]

@@ -13,9 +13,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from trackstore.config import Backend, Settings
-from trackstore.container import build_container
-from trackstore.web import create_app
+from tests.unit.memory_api import memory_app
 
 PROBLEM = "application/problem+json"
 Client = AsyncTestClient[Litestar]
@@ -26,7 +24,7 @@ UNDOCUMENTED_GETS = ["/metrics", "/schema", "/schema/swagger", "/schema/openapi.
 
 @pytest.fixture
 async def client() -> AsyncIterator[Client]:
-    app = create_app(build_container(Settings(backend=Backend.MEMORY)))
+    app = memory_app()
     async with AsyncTestClient(app=app) as client:
         yield client
 

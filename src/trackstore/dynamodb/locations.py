@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from trackstore.clock import Clock, wall_clock_ms
+from trackstore.clock import wall_clock_ms
 from trackstore.domain import Arrival, HistoryQuery, Location, Order, Page, WindowQuery
 from trackstore.dynamodb.batch import BatchWriter
 from trackstore.dynamodb.client import TableProbe, conditional, translate
@@ -14,6 +14,7 @@ from trackstore.dynamodb.items import Item, location_from_item, location_item
 from trackstore.dynamodb.tables import TTL_ATTRIBUTE
 from trackstore.dynamodb.window import FleetWindow
 from trackstore.paging import MAX_KEY_INT, decode_token, encode_token, key_field
+from trackstore.ports import Clock
 from trackstore.timefmt import DAY_MS
 
 POSITION_ATTRIBUTE = "streamPosition"  # the stream record a location came from

@@ -16,13 +16,13 @@ import heapq
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from trackstore.clock import Clock
 from trackstore.domain import Location, Page, WindowQuery
 from trackstore.dynamodb.client import translate
 from trackstore.dynamodb.items import location_from_item
 from trackstore.dynamodb.tables import DATE_INDEX, TTL_ATTRIBUTE
 from trackstore.errors import INVALID, Error
 from trackstore.paging import decode_token, encode_token, key_field
+from trackstore.ports import Clock
 from trackstore.timefmt import utc_date
 
 Cursor = tuple[int, str]  # (timestamp, deviceId) of the last location handed out

@@ -18,7 +18,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from trackstore.consumer_health import SourceState
 from trackstore.errors import CONFLICT, Error
 from trackstore.kinesis.reader import KinesisBatch, ShardReader
 from trackstore.kinesis.shards import list_shards
@@ -26,11 +25,11 @@ from trackstore.leasing import (
     SHARD_END,
     TRIM_HORIZON,
     Lease,
-    LeaseStore,
     LeaseTaker,
     RenewalSchedule,
 )
 from trackstore.metrics import Metrics
+from trackstore.ports import LeaseStore, SourceState
 
 log = logging.getLogger(__name__)
 

@@ -133,6 +133,9 @@ class MemoryStreamSource:
     async def close(self) -> None:
         self._stopping.set()
 
+    def state(self) -> None:
+        return None  # no leases: this source reads every shard
+
 
 def _hash(partition_key: str) -> int:
     # Kinesis maps the MD5 of the partition key onto shard hash ranges: same spread here.

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, cast
 
 from litestar import Litestar
-from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
@@ -25,8 +24,6 @@ from litestar.types import (
 from prometheus_client import Counter, Histogram
 
 import trackstore
-from trackstore.config import Settings
-from trackstore.container import Container, resolve, resources
 from trackstore.metrics import Metrics
 from trackstore.service import TrackService
 from trackstore.web.auth import ApiKeyMiddleware
@@ -165,9 +162,9 @@ def _allow_head(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, byt
     return allowed
 
 
-def _security(settings: Settings) -> dict[str, Any]:
+def _security(api_keys: Collection[bytes]) -> dict[str, Any]:
     """The API-key schemes in the OpenAPI document, when API keys are configured."""
-    if not settings.api_key_digests:
+    if not api_keys:
         return {}
     return {
         "components": Components(
@@ -182,25 +179,25 @@ def _security(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _auth(settings: Settings) -> list[ApiKeyMiddleware]:
-    if not settings.api_key_digests:
-        return []
-    return [ApiKeyMiddleware(settings.api_key_digests, settings.metrics_public)]
+def create_app(
+    service: TrackService,
+    metrics: Metrics,
+    *,
+    api_keys: Collection[bytes] = (),
+    metrics_public: bool = False,
+    lifespan: Sequence[Lifespan] = (),
+) -> Litestar:
+    """The REST API over `service`.
 
-
-def create_app(container: Container, lifespan: Sequence[Lifespan] | None = None) -> Litestar:
-    """The REST API over `container`'s TrackService. The app opens the container's clients
-    (DynamoDB) at startup and closes them at shutdown; `lifespan` adds more of the same."""
-    metrics: Metrics = container.metrics()
-
-    async def service() -> TrackService:
-        return await resolve(container.service())
-
+    `api_keys` are the SHA-256 digests of the keys callers must present (none: the API is open);
+    `metrics_public` leaves /metrics open when keys are required. `lifespan` runs around the app,
+    for whatever must be open while it serves.
+    """
     app = _ObservedLitestar(
         metrics=metrics,
         route_handlers=ROUTES,
         dependencies={
-            "service": Provide(service),
+            "service": Provide(lambda: service, sync_to_thread=False),
             "metrics": Provide(lambda: metrics, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
@@ -218,11 +215,10 @@ def create_app(container: Container, lifespan: Sequence[Lifespan] | None = None)
                 Tag(name="devices", description="Devices, their status and registration"),
                 Tag(name="system", description="Service information and health"),
             ],
-            **_security(container.settings()),
+            **_security(api_keys),
         ),
-        state=State({"container": container}),
-        middleware=_auth(container.settings()),
-        lifespan=[lambda _: resources(container), *(lifespan or [])],
+        middleware=[ApiKeyMiddleware(api_keys, metrics_public)] if api_keys else [],
+        lifespan=list(lifespan),
         # Logging belongs to the process (JSON lines, see telemetry); Litestar must not
         # reconfigure it. Unexpected errors are logged by the 500 handler.
         logging_config=None,

@@ -1,84 +1,56 @@
-"""The long-running commands on the AWS backend: `consume` and `simulate`."""
+"""`trackstore simulate`: synthetic GPS records (a moving fleet) published to the stream with
+PutRecords, with progress lines while it runs."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
-import socket
 import time
 from collections import defaultdict
 
+from trackstore.cli.args import Subcommands, positive_float, positive_int
+from trackstore.cli.fleet import Fleet
 from trackstore.clock import wall_clock_ms
-from trackstore.config import DEFAULT_CONSUMER_METRICS_PORT, Settings
-from trackstore.consumer import Consumer
-from trackstore.consumer_health import ConsumerHealth
-from trackstore.container import Container, resolve, resources
+from trackstore.config import Backend, Settings
+from trackstore.errors import INVALID, Error
 from trackstore.kinesis.client import kinesis_client
 from trackstore.kinesis.kpl import aggregate_chunks
 from trackstore.kinesis.producer import Producer
-from trackstore.serving import http_url, listen, listen_or_any_port, serve_http
-from trackstore.simulate import Fleet
-from trackstore.web.consumer_app import create_consumer_app
 
 log = logging.getLogger(__name__)
 TICK_S = 0.2
-PROGRESS_S = 5.0  # seconds between `simulate`'s progress lines
+PROGRESS_S = 5.0  # seconds between progress lines
 
 
-async def consume(
-    container: Container, stop: asyncio.Event, metrics_host: str, metrics_port: int | None
-) -> None:
-    """`metrics_port` None: not configured, so 9100, or a free port when another process on
-    the host holds 9100; a port configured explicitly is used or the command fails; 0: off."""
-    settings: Settings = container.settings()
-    sock = _metrics_socket(metrics_host, metrics_port)
-    async with resources(container):
-        source = await resolve(container.stream_source())
-        health = ConsumerHealth(
-            stall_s=settings.consumer_stall_seconds,
-            orphan_grace_s=2 * settings.lease_failover_seconds,
-            source_state=getattr(source, "state", None),
+def add_parser(commands: Subcommands) -> None:
+    parser = commands.add_parser(
+        "simulate",
+        help="publish synthetic GPS records to the stream",
+        description="Publish synthetic GPS records (moving vehicles) with PutRecords.",
+    )
+    parser.add_argument("--devices", type=positive_int, required=True, help="vehicles")
+    parser.add_argument("--rate", type=positive_float, required=True, help="records/second")
+    parser.add_argument(
+        "--duration", type=positive_float, default=None, help="seconds (default: until stopped)"
+    )
+    parser.add_argument(
+        "--aggregate", action="store_true", help="KPL-aggregate each device's records"
+    )
+    parser.set_defaults(run=run, traced=False, talks_to_aws=True)
+
+
+async def run(args: argparse.Namespace, settings: Settings, stop: asyncio.Event) -> None:
+    if settings.backend is Backend.MEMORY:
+        raise Error(
+            INVALID,
+            "simulate publishes to a Kinesis stream; with TRACKSTORE_BACKEND=memory there is "
+            "none (`trackstore demo` runs a simulated fleet in memory)",
         )
-        consumer = Consumer(
-            source,
-            await resolve(container.service()),
-            container.metrics(),
-            dead_letters=await resolve(container.dead_letters()),
-            health=health,
-        )
-        worker = getattr(source, "worker_id", None)
-        log.info(
-            "consumer starting",
-            extra={"worker": worker, "stream": settings.kinesis_stream_name},
-        )
-        if sock is not None:
-            url = http_url(sock)
-            log.info(f"metrics and health on {url}", extra={"worker": worker, "url": url})
-        running = asyncio.create_task(consumer.run())
-        side = []
-        if sock is not None:
-            app = create_consumer_app(container.metrics(), health)
-            side.append(asyncio.create_task(serve_http(app, sock, stop)))
-        stopper = asyncio.create_task(stop.wait())
-        await asyncio.wait({running, stopper, *side}, return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        await consumer.stop()
-        stop.set()
-        await running  # finishes the batches in hand, checkpoints, releases the leases
-        await asyncio.gather(*side)
-
-
-def _metrics_socket(host: str, port: int | None) -> socket.socket | None:
-    if port is None:
-        sock = listen_or_any_port(host, DEFAULT_CONSUMER_METRICS_PORT)
-        if sock.getsockname()[1] != DEFAULT_CONSUMER_METRICS_PORT:
-            log.info(
-                f"metrics port {DEFAULT_CONSUMER_METRICS_PORT} is taken (another consumer on "
-                "this host?): using a free port instead; set --metrics-port or "
-                "CONSUMER_METRICS_PORT to choose one"
-            )
-        return sock
-    return listen(host, port) if port else None
+    published = await simulate(
+        settings, args.devices, args.rate, args.duration, args.aggregate, stop
+    )
+    print(f"published {published} records to {settings.kinesis_stream_name}", flush=True)
 
 
 async def simulate(
