@@ -8,6 +8,7 @@ faithful on resharding. The npm packages are installed into tests/emulators on f
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import socket
@@ -30,6 +31,24 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def port_taken(port: int) -> Iterator[None]:
+    """Something listens on 127.0.0.1:`port` for the block: the caller, unless another process
+    on the host has it already."""
+    sock = socket.socket()
+    try:
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+    except OSError as exc:
+        sock.close()
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        yield
+        return
+    with sock:
+        yield
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes] | None, timeout: float = 30) -> None:

@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import json
 import signal
-import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +19,7 @@ import msgspec
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.aws_emulators import port_taken
 from tests.integration.conftest import TRACKSTORE
 from trackstore.config import DEFAULT_CONSUMER_METRICS_PORT
 from trackstore.dynamodb import DynamoDeviceRepository, dynamodb_client
@@ -32,24 +30,6 @@ SHARDS = 2
 DEVICES = 20
 PER_DEVICE = 10
 DEADLINE_S = 25
-
-
-@contextlib.contextmanager
-def port_taken(port: int) -> Iterator[None]:
-    """Something listens on 127.0.0.1:`port` for the block: this test, unless another process
-    on the host has it already."""
-    sock = socket.socket()
-    try:
-        sock.bind(("127.0.0.1", port))
-        sock.listen()
-    except OSError as exc:
-        sock.close()
-        if exc.errno != errno.EADDRINUSE:
-            raise
-        yield
-        return
-    with sock:
-        yield
 
 
 def log_lines(log: Path) -> list[dict[str, Any]]:

@@ -10,8 +10,6 @@ demo, signals) start the installed console script with a controlled environment.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import errno
 import json
 import logging
 import os
@@ -30,7 +28,7 @@ from typing import Protocol
 import httpx
 import pytest
 
-from tests.aws_emulators import DUMMY_CREDENTIALS, free_port
+from tests.aws_emulators import DUMMY_CREDENTIALS, free_port, port_taken
 from trackstore import __version__, cli
 from trackstore.cli.consume import consume
 from trackstore.cli.process import listen
@@ -365,24 +363,6 @@ OFFLINE = {
     "AWS_EC2_METADATA_DISABLED": "true",
     "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
 }
-
-
-@contextlib.contextmanager
-def port_taken(port: int) -> Iterator[None]:
-    """Something listens on 127.0.0.1:`port` for the block: this test, unless another process
-    on the host has it already."""
-    sock = socket.socket()
-    try:
-        sock.bind(("127.0.0.1", port))
-        sock.listen()
-    except OSError as exc:
-        sock.close()
-        if exc.errno != errno.EADDRINUSE:
-            raise
-        yield
-        return
-    with sock:
-        yield
 
 
 async def _logged(caplog: pytest.LogCaptureFixture, prefix: str, task: asyncio.Task[None]) -> str:
