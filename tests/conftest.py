@@ -3,7 +3,9 @@ local emulators the integration and contract suites share; and the order and gro
 tests for pytest-xdist.
 
 The README's `.venv/bin/pytest` runs the tests on several processes (`-n auto --dist
-loadgroup` in pyproject.toml). Each process is a pytest session of its own: it starts the
+loadgroup` in pyproject.toml): one per core for the unit tests alone, which keep the cores busy,
+and two per core otherwise, since the integration tests spend much of their time waiting on
+emulators and subprocesses. Each process is a pytest session of its own: it starts the
 emulators it needs once (each on a free port; they start in well under a second) and shares
 them among its tests, which use tables and streams of their own. Tests that share a fixture
 wider than one test (a module's server, the image's venv) are kept on one process, so it is
@@ -13,15 +15,21 @@ first. `-n 0` runs them all in this process (e.g. with `-s`, to see what tests p
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.aws_emulators import (
     DUMMY_CREDENTIALS,
+    EMULATORS_DIR,
     docker_available,
     dynalite,
+    ensure_node_modules,
     kinesis_local,
     localstack,
     moto_server,
@@ -41,8 +49,22 @@ def moto_endpoint() -> Iterator[str]:
         yield endpoint
 
 
+def install_emulators_once() -> None:
+    """npm installs the emulators on first use; test processes starting together take turns,
+    so that the first installs them and the others find them installed."""
+    digest = hashlib.sha256(str(EMULATORS_DIR.resolve()).encode()).hexdigest()[:16]
+    lock = Path(tempfile.gettempdir()) / f"trackstore-emulators-{digest}.lock"
+    with lock.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            ensure_node_modules()
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def dynalite_endpoint() -> Iterator[str]:
+    install_emulators_once()
     with dynalite() as endpoint:
         yield endpoint
 
@@ -58,13 +80,27 @@ def localstack_endpoint() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def kinesis_local_endpoint() -> Iterator[str]:
+    install_emulators_once()
     with kinesis_local() as endpoint:
         yield endpoint
 
 
-# -- order and grouping for pytest-xdist -----------------------------------------------------------
+# -- processes, order and grouping for pytest-xdist ------------------------------------------------
 
-# Sessions-wide fixtures every process may start for itself: cheap, and the tests using them
+UNIT_TESTS = Path(__file__).parent / "unit"
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: a process per core for the unit tests alone, two per core (at most 8) when
+    anything else runs too."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or 1
+    paths = [Path(arg.split("::", 1)[0]).resolve() for arg in config.args]
+    only_unit = bool(paths) and all(path.is_relative_to(UNIT_TESTS) for path in paths)
+    return cores if only_unit else min(2 * cores, 8)
+
+
+# Session-wide fixtures every process may start for itself: cheap, and the tests using them
 # keep apart by naming their own tables and streams.
 PER_PROCESS_FIXTURES = frozenset({"moto_endpoint", "dynalite_endpoint", "kinesis_local_endpoint"})
 # Slowest first, so that no long test starts last while the other processes are idle.
@@ -74,6 +110,11 @@ RUN_ORDER = ("integration", "deploy", "contract", "unit")
 def _shared_fixture_group(item: pytest.Item) -> str | None:
     """The xdist group of a test that uses a fixture wider than one test: its module's, or the
     session fixture's; None when it can run on any process."""
+    module = getattr(item, "module", None)
+    if module is not None and hasattr(module, "DEFAULT_CONSUMER_METRICS_PORT"):
+        # It holds, or needs free, the consumer's default metrics port: a host-wide resource,
+        # so these modules run on one process, one test after another.
+        return "default-consumer-metrics-port"
     info = getattr(item, "_fixtureinfo", None)
     if info is None:
         return None

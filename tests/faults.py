@@ -317,7 +317,8 @@ class FaultyDynamo:
     - `partial` (BatchWriteItem, BatchGetItem): forwards only the first half of the request's
       items or keys and hands the rest back as UnprocessedItems / UnprocessedKeys, unwritten;
     - `lose` (only requests naming a table in `lose_tables`): forwards the request, so DynamoDB
-      applies it, then resets the connection instead of answering;
+      applies it, then resets the connection instead of answering; the first `lose_first` such
+      requests always, so that a run cannot pass without the fault;
     - `burst(seconds)`: throttles every request of `burst_ops` for a while (more than botocore's
       own retries absorb, so the caller sees the throttling).
 
@@ -343,6 +344,7 @@ class FaultyDynamo:
         partial: dict[str, float] | None = None,
         lose: dict[str, float] | None = None,
         lose_tables: tuple[str, ...] = (),
+        lose_first: int = 0,
         burst_ops: frozenset[str] = frozenset(),
         lease_prefix: str = "leases-",
     ) -> None:
@@ -353,6 +355,7 @@ class FaultyDynamo:
         self._partial = partial or {}
         self._lose = lose or {}
         self.lose_tables = lose_tables
+        self._lose_first = lose_first
         self._burst_ops = burst_ops
         self._burst_until = 0.0
         self._calm = False
@@ -472,9 +475,12 @@ class FaultyDynamo:
         held_back: dict[str, Any] | None = None
         if roll < throttle + self._partial.get(operation, 0.0):
             body, held_back = self._split(operation, body)
-        lose = 1.0 - self._lose.get(operation, 0.0) <= roll < 1.0 and self._names(
-            body, self.lose_tables
-        )
+        lose = False
+        if operation in self._lose and not self._calm and self._names(body, self.lose_tables):
+            if self._lose_first > 0:
+                lose, self._lose_first = True, self._lose_first - 1
+            else:
+                lose = 1.0 - self._lose[operation] <= roll < 1.0
         assert self._session is not None
         async with self._session.request(
             request.method,

@@ -22,7 +22,7 @@ from trackstore.kinesis.client import kinesis_client
 from trackstore.kinesis.kpl import aggregate
 from trackstore.kinesis.producer import Producer
 
-DEVICES = 24
+DEVICES = 16  # every kind of record below among them (KPL, resends, stragglers)
 PER_DEVICE = 120
 
 

@@ -48,8 +48,10 @@ from trackstore.kinesis.producer import Producer
 pytestmark = pytest.mark.integration
 
 REGION = "us-east-1"
-DEVICES = 40
-RATE = 200  # records a second, resends not counted: 5 rounds of DEVICES reports
+# Enough to keep every shard busy through each fault; 40 devices at 200 records a second until
+# 2026-12-05 (docs/reliability.md's figures), halved to halve what the suite spends on it.
+DEVICES = 20
+RATE = 100  # records a second, resends not counted: 5 rounds of DEVICES reports
 HTTP_TIMEOUT_S = 5.0
 STRANDED_S = 10.0  # a lease owned but not held for this long is never taken back (3 x failover)
 
@@ -407,7 +409,7 @@ BATCH_FAILS_WITHIN_S = 20.0
 async def test_dynamodb_outage_longer_than_the_stall_time(
     env: dict[str, str], tmp_path: Path, processes: list[subprocess.Popen[bytes]]
 ) -> None:
-    """DynamoDB goes away (CONSUMER_STALL_SECONDS=10) while 200 records/s flow, for at least
+    """DynamoDB goes away (CONSUMER_STALL_SECONDS=10) while 100 records/s flow, for at least
     12 s and until /health says 503: the consumer keeps running, checkpoints nothing and
     retries; its /health stays 200 for the first 10 s, and says 503 once batches have failed
     for 10 s; afterwards it catches up, exactly, and /health is 200 again."""
@@ -600,7 +602,7 @@ async def written_past_the_checkpoint(env: dict[str, str], held: HeldCheckpoint)
 async def test_kill_9_in_a_loop_during_a_load(
     env: dict[str, str], tmp_path: Path, processes: list[subprocess.Popen[bytes]]
 ) -> None:
-    """The consumer is killed with SIGKILL five times while 200 records/s flow, each time between
+    """The consumer is killed with SIGKILL five times while 100 records/s flow, each time between
     a batch's data writes and its checkpoint: the proxy in front of DynamoDB holds the lease
     table's checkpoint write (one of the first few after the process's first checkpoint), and
     the kill comes while it is held, so that DynamoDB never sees it. The next process is started
@@ -741,6 +743,7 @@ def losing_dynamo(dynalite_endpoint: str, request: pytest.FixtureRequest) -> Ite
         seed=5,
         lose={"BatchWriteItem": 0.05, "PutItem": 0.05, "UpdateItem": 0.05},
         lose_tables=tables,
+        lose_first=2,  # then 5 %, at random: however few the writes, answers are lost
     ) as proxy:
         yield proxy
 
@@ -776,7 +779,7 @@ async def test_answers_lost_after_the_write_was_applied(
     await consumer.ready()
     await load.run(seconds=8)
     caught_up = await wait_exact(
-        env, load, timeout_s=40, consumer=consumer, stranded_after_s=STRANDED_S
+        env, load, timeout_s=60, consumer=consumer, stranded_after_s=STRANDED_S
     )
     losing_dynamo.calm()
     print(

@@ -12,12 +12,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gzip
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -27,7 +25,6 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import msgspec
@@ -41,6 +38,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.aws_emulators import DUMMY_CREDENTIALS, free_port
+from tests.faults import TcpProxy
 from tests.integration.conftest import TRACKSTORE, start_consumer
 from trackstore.kinesis.client import kinesis_client
 from trackstore.kinesis.producer import Producer
@@ -423,86 +421,10 @@ def test_consumer_metrics_move_as_records_flow(
 # -- c: /health follows DynamoDB ----------------------------------------------------------------
 
 
-class TcpProxy:
-    """Forwards 127.0.0.1:port to an upstream; close() refuses new connections and cuts the open
-    ones, open() listens on the same port again."""
-
-    def __init__(self, upstream_url: str) -> None:
-        parts = urlsplit(upstream_url)
-        assert parts.hostname is not None
-        assert parts.port is not None
-        self._upstream = (parts.hostname, parts.port)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._lock = threading.Lock()
-        self._connections: set[socket.socket] = set()
-        self._stopping = threading.Event()
-        self._listener: socket.socket | None = None
-        self._acceptor: threading.Thread | None = None
-
-    def open(self) -> None:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(64)
-        listener.settimeout(0.05)
-        self._stopping.clear()
-        self._listener = listener
-        self._acceptor = threading.Thread(target=self._accept, args=(listener,), daemon=True)
-        self._acceptor.start()
-
-    def close(self) -> None:
-        self._stopping.set()
-        if self._acceptor is not None:
-            self._acceptor.join(5)
-        if self._listener is not None:
-            self._listener.close()
-        self._listener = self._acceptor = None
-        with self._lock:
-            connections, self._connections = self._connections, set()
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-            connection.close()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while not self._stopping.is_set():
-            try:
-                client, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            client.settimeout(None)
-            try:
-                upstream = socket.create_connection(self._upstream, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            with self._lock:
-                self._connections |= {client, upstream}
-            for source, target in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(source, target), daemon=True).start()
-
-    def _pipe(self, source: socket.socket, target: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                target.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, target):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-
-
 @pytest.fixture
 def dynamodb_proxy(dynalite_endpoint: str) -> Iterator[TcpProxy]:
-    proxy = TcpProxy(dynalite_endpoint)
-    proxy.open()
-    yield proxy
-    proxy.close()
+    with TcpProxy(dynalite_endpoint) as proxy:
+        yield proxy
 
 
 def health(url: str) -> tuple[httpx.Response, float]:
@@ -557,7 +479,7 @@ def test_health_follows_dynamodb(
     ok = wait_for_health(url, 200, within=10, server=server)
     assert ok.json() == {"status": "ok", "checks": {"locations": "ok", "devices": "ok"}}
 
-    dynamodb_proxy.close()
+    dynamodb_proxy.cut()
     down = wait_for_health(url, 503, within=10, server=server)
     retry_after = down.headers.get("Retry-After")
     assert retry_after is not None
@@ -572,7 +494,7 @@ def test_health_follows_dynamodb(
     live = httpx.get(f"{url}/health/live", timeout=LB_TIMEOUT_S)
     assert live.status_code == 200
 
-    dynamodb_proxy.open()
+    dynamodb_proxy.restore()
     back = wait_for_health(url, 200, within=10, server=server)
     assert back.json()["checks"] == {"locations": "ok", "devices": "ok"}
 

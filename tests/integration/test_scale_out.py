@@ -27,7 +27,7 @@ from trackstore.leasing import Lease
 
 FAILOVER_S = 3
 SHARDS = 6
-DEVICES = 60
+DEVICES = 30
 
 
 @pytest.fixture
