@@ -43,6 +43,21 @@ APP_PORT = 8000
 OTLP_HTTP_PORT = 4318
 ADOT_IMAGE = "public.ecr.aws/aws-observability/aws-otel-collector:v0.43.2"
 DATE_INDEX = "date-timestamp-index"
+# The Devices table's sparse index of changes, read by serve's fleet snapshot every few seconds
+# (src/trackstore/dynamodb/tables.py defines it for `trackstore init`; a test compares them).
+FLEET_INDEX = "fleet-changes-index"
+FLEET_ATTRIBUTES = [
+    "lastSeen",
+    "lastLocation",
+    "totalUpdates",
+    "registeredAt",
+    "name",
+    "metadata",
+    "status",
+]
+# Above the live stream's 15 s heartbeat with room to spare, so the load balancer never closes
+# a quiet /fleet/stream connection (its default is 60 s; said here, so nobody lowers it).
+ALB_IDLE_TIMEOUT_S = 120
 TTL_ATTRIBUTE = "expiresAt"
 REJECTED_MESSAGE = "record rejected"  # the consumer's JSON log line for a rejected record
 
@@ -54,12 +69,13 @@ CONSUME_COMMAND = ["consume"]
 # tests/deploy/test_stack.py checks that the calls in src/ and the actions granted here match.
 SERVE_DEVICES_ACTIONS = [
     "dynamodb:GetItem",  # GET /devices/{id}
-    "dynamodb:Scan",  # GET /devices
+    "dynamodb:Scan",  # GET /devices; the fleet snapshot's full read
     "dynamodb:UpdateItem",  # POST /devices/{id}/register (conditional update, no PutItem)
     "dynamodb:DescribeTable",  # GET /health
 ]
 SERVE_LOCATIONS_ACTIONS = ["dynamodb:Query", "dynamodb:DescribeTable"]  # history, latest, health
 SERVE_LOCATIONS_INDEX_ACTIONS = ["dynamodb:Query"]  # GET /locations (fleet window on the GSI)
+SERVE_DEVICES_INDEX_ACTIONS = ["dynamodb:Query"]  # the fleet snapshot's refresh
 CONSUME_STREAM_ACTIONS = ["kinesis:ListShards", "kinesis:GetShardIterator", "kinesis:GetRecords"]
 CONSUME_LOCATIONS_ACTIONS = ["dynamodb:BatchWriteItem", "dynamodb:PutItem"]  # put_many, put_new
 CONSUME_DEVICES_ACTIONS = ["dynamodb:BatchGetItem", "dynamodb:UpdateItem"]  # marks, apply_activity
@@ -253,6 +269,15 @@ class TrackStoreStack(cdk.Stack):
             deletion_protection=settings.retain_data,
             removal_policy=removal,
         )
+        self.devices.add_global_secondary_index(
+            index_name=FLEET_INDEX,
+            partition_key=dynamodb.Attribute(
+                name="fleetBucket", type=dynamodb.AttributeType.STRING
+            ),
+            sort_key=dynamodb.Attribute(name="changedAt", type=dynamodb.AttributeType.NUMBER),
+            projection_type=dynamodb.ProjectionType.INCLUDE,
+            non_key_attributes=FLEET_ATTRIBUTES,
+        )
         # Shard leases and checkpoints: losing them only replays the stream (idempotently).
         self.leases = dynamodb.Table(
             self,
@@ -321,6 +346,12 @@ class TrackStoreStack(cdk.Stack):
                 resources=[f"{self.locations.table_arn}/index/{DATE_INDEX}"],
             )
         )
+        self.serve_role.add_to_policy(
+            iam.PolicyStatement(
+                actions=SERVE_DEVICES_INDEX_ACTIONS,
+                resources=[f"{self.devices.table_arn}/index/{FLEET_INDEX}"],
+            )
+        )
         self.consume_role = self._task_role("ConsumeTaskRole", "trackstore consume")
         self.consume_role.add_to_policy(
             iam.PolicyStatement(actions=CONSUME_STREAM_ACTIONS, resources=[self.stream.stream_arn])
@@ -380,6 +411,9 @@ class TrackStoreStack(cdk.Stack):
             timeout=cdk.Duration.seconds(5),
             healthy_threshold_count=2,
             unhealthy_threshold_count=5,
+        )
+        self.serve.load_balancer.set_attribute(
+            "idle_timeout.timeout_seconds", str(ALB_IDLE_TIMEOUT_S)
         )
         # Requests drain quickly (the API answers in milliseconds): faster deployments.
         self.serve.target_group.set_attribute("deregistration_delay.timeout_seconds", "30")

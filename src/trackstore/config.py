@@ -19,6 +19,12 @@ from trackstore.errors import INVALID, Error
 DEFAULT_CONSUMER_METRICS_PORT = 9100
 
 
+# The map page's background; when tiles cannot load (offline, a private VPC) the markers and
+# tracks still draw on a plain background.
+DEFAULT_TILE_URL = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+DEFAULT_TILE_ATTRIBUTION = "&copy; OpenStreetMap contributors"
+
+
 class Backend(StrEnum):
     AWS = "aws"
     MEMORY = "memory"
@@ -46,6 +52,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_key_digests: tuple[bytes, ...] = ()
     metrics_public: bool = False
     log_level: str = "INFO"
+    fleet_refresh_seconds: float = 5.0
+    gtfs_rt_max_age_seconds: int = 90
+    map_tile_url: str = DEFAULT_TILE_URL
+    map_tile_attribution: str = DEFAULT_TILE_ATTRIBUTION
 
     @classmethod
     def from_env(
@@ -187,6 +197,17 @@ def _as_is(variable: str, raw: str) -> str:
     return raw
 
 
+def _tile_url(variable: str, raw: str) -> str:
+    if not raw.startswith(("https://", "http://", "/")) or not all(
+        part in raw for part in ("{z}", "{x}", "{y}")
+    ):
+        raise Error(
+            INVALID,
+            f"{variable} must be an http(s) URL or a path with {{z}}, {{x}} and {{y}}, got {raw!r}",
+        )
+    return _text(variable, raw)
+
+
 # Every setting, once: the README's configuration table lists these (a test compares them).
 SETTINGS: tuple[Setting, ...] = (
     Setting("aws_region", "AWS_REGION", _as_is, fallbacks=("AWS_DEFAULT_REGION",)),
@@ -214,6 +235,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("consumer_stall_seconds", "CONSUMER_STALL_SECONDS", _number(10, 86_400)),
     Setting("backend", "TRACKSTORE_BACKEND", _backend),
     Setting("log_level", "LOG_LEVEL", _log_level),
+    Setting("fleet_refresh_seconds", "FLEET_REFRESH_SECONDS", _number(0.5, 300)),
+    Setting("gtfs_rt_max_age_seconds", "GTFS_RT_MAX_AGE_SECONDS", _integer(1, 86_400)),
+    Setting("map_tile_url", "MAP_TILE_URL", _tile_url),
+    Setting("map_tile_attribution", "MAP_TILE_ATTRIBUTION", _text),
 )
 
 

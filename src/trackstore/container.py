@@ -43,6 +43,7 @@ from trackstore.ports import (
     StreamSource,
 )
 from trackstore.service import TrackService
+from trackstore.snapshot import FleetSnapshot
 from trackstore.worker import worker_id as new_worker_id
 
 MEMORY_SHARDS = 4
@@ -65,12 +66,12 @@ def dynamo_locations(client: Any, settings: Settings, clock: Clock) -> LocationR
     )
 
 
-def memory_devices(store: MemoryStore) -> DeviceRepository:
-    return MemoryDeviceRepository(store)
+def memory_devices(store: MemoryStore, clock: Clock) -> DeviceRepository:
+    return MemoryDeviceRepository(store, clock)
 
 
-def dynamo_devices(client: Any, settings: Settings) -> DeviceRepository:
-    return DynamoDeviceRepository(client, table=settings.device_table_name)
+def dynamo_devices(client: Any, settings: Settings, clock: Clock) -> DeviceRepository:
+    return DynamoDeviceRepository(client, table=settings.device_table_name, clock=clock)
 
 
 def memory_source(stream: MemoryStream, settings: Settings) -> StreamSource:
@@ -109,6 +110,10 @@ def build_service(
     locations: LocationRepository, devices: DeviceRepository, clock: Clock, settings: Settings
 ) -> TrackService:
     return TrackService(locations, devices, clock=clock, ttl_days=settings.location_ttl_days)
+
+
+def build_fleet(devices: DeviceRepository, clock: Clock, settings: Settings) -> FleetSnapshot:
+    return FleetSnapshot(devices, clock, refresh_s=settings.fleet_refresh_seconds)
 
 
 def build_consumer_health(settings: Settings, source: StreamSource) -> ConsumerHealth:
@@ -158,8 +163,8 @@ class Container(containers.DeclarativeContainer):
     )
     devices: providers.Provider[DeviceRepository] = providers.Selector(
         backend,
-        memory=providers.Singleton(memory_devices, memory_store),
-        aws=providers.Singleton(dynamo_devices, dynamodb, settings),
+        memory=providers.Singleton(memory_devices, memory_store, clock),
+        aws=providers.Singleton(dynamo_devices, dynamodb, settings, clock),
     )
     # One source per process: the consumer reads it and its health watches the same leases.
     stream_source: providers.Provider[StreamSource] = providers.Selector(
@@ -181,6 +186,7 @@ class Container(containers.DeclarativeContainer):
     )
 
     service = providers.Singleton(build_service, locations, devices, clock, settings)
+    fleet = providers.Singleton(build_fleet, devices, clock, settings)
     consumer_health = providers.Singleton(build_consumer_health, settings, stream_source)
     consumer = providers.Singleton(
         build_consumer, stream_source, service, metrics, dead_letters, consumer_health

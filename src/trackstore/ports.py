@@ -153,6 +153,15 @@ class DeviceRepository(Protocol):
         Raises Error(CONFLICT) when it is registered already.
         """
 
+    async def changed_since(self, since_ms: int | None) -> Sequence[Device]:
+        """Every device whose last location, name or registration changed at or after
+        `since_ms` by the writers' clocks; every device when None. Costs what it returns,
+        not the fleet: a fleet snapshot asks it every few seconds.
+
+        Eventually consistent: a change may show a moment after it was made, so a caller
+        overlaps its windows by a few seconds. A device may come back more than once.
+        """
+
     async def ping(self) -> None:
         """Returns when the store answers; raises Error(UNAVAILABLE) when it does not."""
 

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import pytest
 
+from trackstore.clock import FakeClock, wall_clock_ms
 from trackstore.domain import StreamRecord
 from trackstore.dynamodb import (
     DynamoDeviceRepository,
@@ -48,16 +49,22 @@ DATE_SHARDS = 4
 
 @dataclass(frozen=True)
 class Repos:
-    """A location and a device repository over one store, as TrackService is given them."""
+    """A location and a device repository over one store, as TrackService is given them; the
+    device repository stamps its changes with `clock`, which moves only when a test moves it."""
 
     locations: LocationRepository
     devices: DeviceRepository
+    clock: FakeClock
 
 
 @contextlib.asynccontextmanager
 async def memory_repos() -> AsyncIterator[Repos]:
-    store = MemoryStore()
-    yield Repos(locations=MemoryLocationRepository(store), devices=MemoryDeviceRepository(store))
+    store, clock = MemoryStore(), FakeClock(wall_clock_ms())
+    yield Repos(
+        locations=MemoryLocationRepository(store),
+        devices=MemoryDeviceRepository(store, clock),
+        clock=clock,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -67,9 +74,11 @@ async def dynamodb_repos(endpoint: str) -> AsyncIterator[Repos]:
         locations, devices = f"locations-{suffix}", f"devices-{suffix}"
         await ensure_table(client, locations_table(locations), TTL_ATTRIBUTE)
         await ensure_table(client, devices_table(devices))
+        clock = FakeClock(wall_clock_ms())
         yield Repos(
             locations=DynamoLocationRepository(client, locations, TTL_DAYS, DATE_SHARDS),
-            devices=DynamoDeviceRepository(client, devices),
+            devices=DynamoDeviceRepository(client, devices, clock=clock),
+            clock=clock,
         )
         for table in (locations, devices):
             await client.delete_table(TableName=table)
@@ -316,9 +325,11 @@ async def quick_dynamodb_repos(endpoint: str) -> AsyncIterator[Repos]:
         locations, devices = f"locations-{suffix}", f"devices-{suffix}"
         await create_active(client, locations_table(locations), TTL_ATTRIBUTE)
         await create_active(client, devices_table(devices))
+        clock = FakeClock(wall_clock_ms())
         yield Repos(
             locations=DynamoLocationRepository(client, locations, TTL_DAYS, DATE_SHARDS),
-            devices=DynamoDeviceRepository(client, devices),
+            devices=DynamoDeviceRepository(client, devices, clock=clock),
+            clock=clock,
         )
         for table in (locations, devices):
             await client.delete_table(TableName=table)

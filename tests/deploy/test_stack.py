@@ -362,6 +362,12 @@ def test_serve_is_behind_a_public_load_balancer_checking_health(synth: Synth) ->
     synth.template.has_resource_properties(
         "AWS::ElasticLoadBalancingV2::Listener", {"Port": 80, "Protocol": "HTTP"}
     )
+    (balancer,) = synth.props("AWS::ElasticLoadBalancingV2::LoadBalancer")
+    attributes = {a["Key"]: a["Value"] for a in balancer["LoadBalancerAttributes"]}
+    # The live stream's heartbeat must come well within the idle timeout.
+    from trackstore.web.fleet_stream import HEARTBEAT_S
+
+    assert int(attributes["idle_timeout.timeout_seconds"]) >= 4 * HEARTBEAT_S
     (target_group,) = synth.props("AWS::ElasticLoadBalancingV2::TargetGroup")
     assert target_group["HealthCheckPath"] == "/health"
     assert target_group["Matcher"] == {"HttpCode": "200"}
@@ -639,9 +645,12 @@ def test_serve_reads_the_tables_registers_devices_and_nothing_else(synth: Synth)
         "dynamodb:Scan",
         "dynamodb:UpdateItem",
         "dynamodb:DescribeTable",
+        "dynamodb:Query",  # on its fleet index only: below
     }
     index = [s for s in granted if "/index/date-timestamp-index" in json.dumps(s.resources)]
     assert [s.actions for s in index] == [["dynamodb:Query"]]
+    fleet = [s for s in granted if "/index/fleet-changes-index" in json.dumps(s.resources)]
+    assert [s.actions for s in fleet] == [["dynamodb:Query"]]
     everything = {a for s in granted for a in s.actions}
     assert not {a for a in everything if a.startswith("kinesis:")}
     assert not actions_on(granted, arn_of(synth, stack.leases))

@@ -11,28 +11,24 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.outside_world import OutsideWorld, refusing_proxy
+
 CHROMIUM = "/usr/bin/chromium"
 TRACKSTORE = [sys.executable, "-m", "trackstore.cli"]
 WINDOW = (1280, 2000)
 # A blank 1280x2000 page compresses to a few KiB; the rendered one is far larger.
 MIN_SCREENSHOT_BYTES = 40_000
-# Chromium calls Google (network time, sign-in, ...) even on about:blank, whatever the flags: that
-# is the browser's doing, not the page's, and the proxy refuses it all the same.
-BROWSER_OWN_HOST = re.compile(r"(^|\.)google\.com$")
 
 
 @pytest.fixture(scope="module")
@@ -85,54 +81,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             process.wait()
 
 
-@dataclass
-class OutsideWorld:
-    """A proxy that refuses everything, noting the first line of each request it was sent."""
-
-    port: int = 0
-    requests: list[str] = field(default_factory=list)
-
-    def asked_by_the_page(self) -> list[str]:
-        return [line for line in self.requests if not BROWSER_OWN_HOST.search(_host(line))]
-
-
-def _host(request_line: str) -> str:
-    """The host a proxy request is for: `CONNECT host:443 ...` or `GET http://host/path ...`."""
-    parts = request_line.split()
-    target = parts[1] if len(parts) > 1 else ""
-    if "://" in target:
-        target = target.split("://", 1)[1].split("/", 1)[0]
-    return target.rsplit(":", 1)[0] if target.count(":") == 1 else target
-
-
 @pytest.fixture
 def outside() -> Iterator[OutsideWorld]:
-    world = OutsideWorld()
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    world.port = listener.getsockname()[1]
-
-    def refuse() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:  # closed: the test is over
-                return
-            with conn:
-                conn.settimeout(2)
-                try:
-                    first = conn.recv(4096).split(b"\r\n", 1)[0]
-                except OSError:
-                    first = b"(nothing sent)"
-                world.requests.append(first.decode("latin-1"))
-
-    thread = threading.Thread(target=refuse, daemon=True)
-    thread.start()
-    yield world
-    listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() above
-    listener.close()
-    thread.join(timeout=5)
+    with refusing_proxy() as world:
+        yield world
 
 
 def browse(chromium: str, outside: OutsideWorld, tmp_path: Path, *args: str) -> tuple[str, str]:
@@ -221,7 +173,7 @@ def test_docs_page_lists_every_operation_with_no_network(
     assert {path for _, path, _ in expected} >= {"/devices/{device_id}", "/locations/{device_id}"}
     assert shown == expected, f"rendered {sorted(shown)}; console:\n{console}"
     assert "Uncaught" not in console, console
-    assert outside.asked_by_the_page() == [], "the page reached for other hosts"
+    assert outside.hosts_asked_by_the_page() == set(), "the page reached for other hosts"
 
 
 def test_docs_page_renders_as_a_picture_with_no_network(
@@ -242,4 +194,4 @@ def test_docs_page_renders_as_a_picture_with_no_network(
     width, height = struct.unpack(">II", png[16:24])  # IHDR, the first chunk
     assert (width, height) == WINDOW
     assert len(png) > MIN_SCREENSHOT_BYTES, f"{len(png)} bytes: a blank page? see {picture}"
-    assert outside.asked_by_the_page() == [], "the page reached for other hosts"
+    assert outside.hosts_asked_by_the_page() == set(), "the page reached for other hosts"

@@ -14,6 +14,7 @@ from trackstore.memory import MemoryDeviceRepository, MemoryLocationRepository, 
 from trackstore.metrics import Metrics
 from trackstore.ports import Clock, LocationRepository
 from trackstore.service import TrackService
+from trackstore.snapshot import FleetSnapshot
 from trackstore.web import create_app
 
 
@@ -27,16 +28,16 @@ class MemoryApi:
         locations: Callable[[MemoryStore], LocationRepository] = MemoryLocationRepository,
     ) -> None:
         self.store = MemoryStore()
+        devices = MemoryDeviceRepository(self.store, clock)
         self.service = TrackService(
-            locations(self.store),
-            MemoryDeviceRepository(self.store),
-            clock=clock,
-            ttl_days=Settings().location_ttl_days,
+            locations(self.store), devices, clock=clock, ttl_days=Settings().location_ttl_days
         )
         self.metrics = Metrics()
+        # Refreshed by the tests when they need it (`await api.fleet.refresh()`), never by time.
+        self.fleet = FleetSnapshot(devices, clock, refresh_s=3600)
 
     def app(self, **options: Any) -> Litestar:
-        return create_app(self.service, self.metrics, **options)
+        return create_app(self.service, self.metrics, self.fleet, **options)
 
 
 def memory_app(**options: Any) -> Litestar:

@@ -585,6 +585,9 @@ async def test_openapi_document_names_every_operation(client: Client) -> None:
         ("/devices", "get"),
         ("/devices/{device_id}", "get"),
         ("/devices/{device_id}/register", "post"),
+        ("/devices/search", "post"),
+        ("/fleet/stream", "get"),
+        ("/gtfs-rt/vehicle-positions", "get"),
     }
     operation_ids = [operation.get("operationId") for _, _, operation in operations]
     assert all(operation_ids)

@@ -11,10 +11,10 @@ import msgspec
 from trackstore.cli.args import Subcommands, add_listen_flags, positive_float, positive_int
 from trackstore.cli.fleet import Fleet
 from trackstore.cli.process import http_url, listen, serve_http
+from trackstore.cli.serve import api
 from trackstore.clock import wall_clock_ms
 from trackstore.config import Backend, Settings
 from trackstore.container import Container, build_container, opened
-from trackstore.web import create_app
 from trackstore.web.docs import DOCS_PATH
 
 PUBLISH_EVERY_S = 0.2
@@ -55,11 +55,13 @@ async def run_demo(
     sock = listen(host, port)
     url = http_url(sock)  # the port the OS chose, for --port 0
     print(f"TrackStore demo: {devices} simulated vehicles, {rate:g} records/s", flush=True)
+    print(f"  map: {url}/map", flush=True)
     print(f"  open {url}/devices  ·  {url}{DOCS_PATH}  ·  {url}/metrics", flush=True)
     print("  Ctrl-C stops it", flush=True)
     tasks = [asyncio.create_task(publish()), asyncio.create_task(consumer.run())]
     try:
-        await serve_http(create_app(container.service(), container.metrics()), sock, stop)
+        app = api(container, container.settings())
+        await serve_http(app, sock, stop, on_stop=container.fleet().close)
     finally:
         stop.set()
         await consumer.stop()

@@ -102,9 +102,15 @@ def http_url(sock: socket.socket) -> str:
 
 
 async def serve_http(
-    app: Litestar, sock: socket.socket, stop: asyncio.Event, *, announce: bool = False
+    app: Litestar,
+    sock: socket.socket,
+    stop: asyncio.Event,
+    *,
+    announce: bool = False,
+    on_stop: Callable[[], None] | None = None,
 ) -> None:
     """Serves `app` on the bound socket until `stop` is set, then drains open requests.
+    `on_stop` is called first: it ends what would never end by itself (live streams).
 
     With `announce`, logs "listening on URL" at INFO once the app has started and answers: the
     line a person waits for, and the URL when the port was 0 (any free one)."""
@@ -128,6 +134,8 @@ async def serve_http(
 
     async def watch() -> None:
         await stop.wait()
+        if on_stop is not None:
+            on_stop()
         server.should_exit = True
 
     watcher = asyncio.create_task(watch())

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from litestar import Litestar
+
 from trackstore.cli.args import Subcommands, add_listen_flags, positive_int
 from trackstore.cli.process import listen, serve_http
 from trackstore.cli.seed import seed
 from trackstore.config import Backend, Settings
-from trackstore.container import build_container, opened
+from trackstore.container import Container, build_container, opened
 from trackstore.errors import INVALID, Error
 from trackstore.web import create_app
 
@@ -45,10 +47,20 @@ async def run(args: argparse.Namespace, settings: Settings, stop: asyncio.Event)
                 args.seed_points,
                 container.clock()(),
             )
-        app = create_app(
-            container.service(),
-            container.metrics(),
-            api_keys=settings.api_key_digests,
-            metrics_public=settings.metrics_public,
-        )
-        await serve_http(app, listen(args.host, args.port), stop, announce=True)
+        sock = listen(args.host, args.port)
+        app = api(container, settings)
+        await serve_http(app, sock, stop, announce=True, on_stop=container.fleet().close)
+
+
+def api(container: Container, settings: Settings) -> Litestar:
+    """The REST API over the container's service and fleet snapshot, as configured."""
+    return create_app(
+        container.service(),
+        container.metrics(),
+        container.fleet(),
+        api_keys=settings.api_key_digests,
+        metrics_public=settings.metrics_public,
+        gtfs_max_age_s=settings.gtfs_rt_max_age_seconds,
+        tile_url=settings.map_tile_url,
+        tile_attribution=settings.map_tile_attribution,
+    )

@@ -14,6 +14,18 @@ from trackstore.dynamodb.client import translate
 log = logging.getLogger(__name__)
 
 DATE_INDEX = "date-timestamp-index"
+FLEET_INDEX = "fleet-changes-index"
+# What a fleet view needs, projected into FLEET_INDEX; not the per-shard marks, which change with
+# every batch and would make each of them an index write too.
+FLEET_ATTRIBUTES = (
+    "lastSeen",
+    "lastLocation",
+    "totalUpdates",
+    "registeredAt",
+    "name",
+    "metadata",
+    "status",
+)
 TTL_ATTRIBUTE = "expiresAt"
 
 
@@ -44,11 +56,30 @@ def locations_table(name: str) -> dict[str, Any]:
 
 
 def devices_table(name: str) -> dict[str, Any]:
+    """Keyed by `deviceId`, with the sparse FLEET_INDEX: (`fleetBucket`, `changedAt`), set by
+    every write that changes a device's position or registration (dynamodb/devices.py)."""
     return {
         "TableName": name,
         "BillingMode": "PAY_PER_REQUEST",
-        "AttributeDefinitions": [{"AttributeName": "deviceId", "AttributeType": "S"}],
+        "AttributeDefinitions": [
+            {"AttributeName": "deviceId", "AttributeType": "S"},
+            {"AttributeName": "fleetBucket", "AttributeType": "S"},
+            {"AttributeName": "changedAt", "AttributeType": "N"},
+        ],
         "KeySchema": [{"AttributeName": "deviceId", "KeyType": "HASH"}],
+        "GlobalSecondaryIndexes": [
+            {
+                "IndexName": FLEET_INDEX,
+                "KeySchema": [
+                    {"AttributeName": "fleetBucket", "KeyType": "HASH"},
+                    {"AttributeName": "changedAt", "KeyType": "RANGE"},
+                ],
+                "Projection": {
+                    "ProjectionType": "INCLUDE",
+                    "NonKeyAttributes": list(FLEET_ATTRIBUTES),
+                },
+            }
+        ],
     }
 
 
@@ -63,7 +94,8 @@ def leases_table(name: str) -> dict[str, Any]:
 
 
 async def ensure_table(client: Any, definition: dict[str, Any], ttl: str | None = None) -> bool:
-    """Creates the table unless it exists, waits until it is active, enables TTL on `ttl`.
+    """Creates the table unless it exists, adds the indexes an existing table lacks (a table
+    made by an older release), waits until it is active, enables TTL on `ttl`.
 
     Returns True when it created the table. An emulator without TTL support gets a warning.
     """
@@ -78,9 +110,31 @@ async def ensure_table(client: Any, definition: dict[str, Any], ttl: str | None 
     except Exception as exc:
         raise translate(exc, f"create table {name}") from exc
     await _wait_active(client, name)
+    if not created:
+        await _add_missing_indexes(client, definition)
     if ttl is not None:
         await _enable_ttl(client, name, ttl)
     return created
+
+
+async def _add_missing_indexes(client: Any, definition: dict[str, Any]) -> None:
+    name = definition["TableName"]
+    try:
+        table = (await client.describe_table(TableName=name))["Table"]
+        present = {index["IndexName"] for index in table.get("GlobalSecondaryIndexes", [])}
+        for index in definition.get("GlobalSecondaryIndexes", []):
+            if index["IndexName"] in present:
+                continue
+            # DynamoDB adds one index per UpdateTable call, backfilling it from the table.
+            await client.update_table(
+                TableName=name,
+                AttributeDefinitions=definition["AttributeDefinitions"],
+                GlobalSecondaryIndexUpdates=[{"Create": index}],
+            )
+            log.info("index added", extra={"table": name, "index": index["IndexName"]})
+            await _wait_active(client, name)
+    except Exception as exc:
+        raise translate(exc, f"add indexes to {name}") from exc
 
 
 async def _wait_active(client: Any, name: str, timeout_s: float = 300.0) -> None:

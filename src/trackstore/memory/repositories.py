@@ -11,6 +11,7 @@ from collections.abc import Collection, Sequence
 
 import msgspec
 
+from trackstore.clock import wall_clock_ms
 from trackstore.domain import (
     Arrival,
     Device,
@@ -24,6 +25,7 @@ from trackstore.domain import (
 )
 from trackstore.errors import CONFLICT, INVALID, UNAVAILABLE, Error
 from trackstore.paging import decode_token, encode_token, key_field
+from trackstore.ports import Clock
 from trackstore.values import location_problem
 
 
@@ -51,6 +53,7 @@ class MemoryStore:
         self.tracks: dict[str, _Track] = {}
         self.devices: dict[str, Device] = {}
         self.marks: dict[str, DeviceMark] = {}
+        self.changed_at: dict[str, int] = {}  # device id -> when its position or name changed
         self.available = True  # tests switch it off to see how callers cope with an outage
 
     def check(self) -> None:
@@ -150,8 +153,9 @@ class MemoryLocationRepository:
 
 
 class MemoryDeviceRepository:
-    def __init__(self, store: MemoryStore) -> None:
+    def __init__(self, store: MemoryStore, clock: Clock = wall_clock_ms) -> None:
         self._store = store
+        self._clock = clock
 
     async def marks(self, device_ids: Collection[str]) -> dict[str, DeviceMark]:
         self._store.check()
@@ -175,6 +179,7 @@ class MemoryDeviceRepository:
                 device = msgspec.structs.replace(
                     device, last_seen=newest.timestamp, last_location=newest
                 )
+                self._store.changed_at[device_id] = self._clock()
             self._store.devices[device_id] = msgspec.structs.replace(
                 device, total_updates=device.total_updates + activity.added
             )
@@ -213,7 +218,16 @@ class MemoryDeviceRepository:
             raise Error(CONFLICT, f"device {device_id} is already registered")
         device = msgspec.structs.replace(device, registered_at=now_ms, name=name, metadata=metadata)
         self._store.devices[device_id] = device
+        self._store.changed_at[device_id] = self._clock()
         return device
+
+    async def changed_since(self, since_ms: int | None) -> Sequence[Device]:
+        self._store.check()
+        devices = self._store.devices
+        if since_ms is None:
+            return list(devices.values())
+        changed = self._store.changed_at
+        return [devices[d] for d, at in changed.items() if at >= since_ms]
 
     async def ping(self) -> None:
         self._store.check()

@@ -24,12 +24,23 @@ from litestar.types import (
 from prometheus_client import Counter, Histogram
 
 import trackstore
+from trackstore.config import DEFAULT_TILE_ATTRIBUTION, DEFAULT_TILE_URL, Settings
 from trackstore.metrics import Metrics
 from trackstore.service import TrackService
+from trackstore.snapshot import FleetSnapshot
 from trackstore.web.auth import ApiKeyMiddleware
-from trackstore.web.devices import get_device, list_devices, register_device
+from trackstore.web.devices import (
+    get_device,
+    get_device_named_search,
+    list_devices,
+    register_device,
+    search_devices,
+)
 from trackstore.web.docs import docs_page, docs_router
+from trackstore.web.fleet_stream import HEAD_SCOPE_KEY, FleetEvents, fleet_stream
+from trackstore.web.gtfs_realtime import GtfsFeed, vehicle_positions
 from trackstore.web.locations import fleet_window, latest_location, location_history
+from trackstore.web.map_page import map_routes
 from trackstore.web.openapi_links import add_links
 from trackstore.web.problems import EXCEPTION_HANDLERS, send_problem
 from trackstore.web.query_params import UnknownQueryParameters
@@ -47,8 +58,12 @@ ROUTES = [
     fleet_window,
     latest_location,
     list_devices,
+    search_devices,
+    get_device_named_search,
     get_device,
     register_device,
+    fleet_stream,
+    vehicle_positions,
 ]
 UNMATCHED_ROUTE = "unmatched"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -62,7 +77,8 @@ class _ObservedLitestar(Litestar):
     wrong method would go unseen there; wrapping the application entry point sees them all.
 
     It also answers HEAD on every GET route, which Litestar does not route (RFC 9110 9.3.2: the
-    GET answer's status and headers, without its body).
+    GET answer's status and headers, without its body). The GET it routes carries HEAD_SCOPE_KEY,
+    so that a handler whose body never ends (the live stream) can end it at once.
     """
 
     def __init__(self, *, metrics: Metrics, **config: Any) -> None:
@@ -109,7 +125,7 @@ class _ObservedLitestar(Litestar):
         head = method == "HEAD"
         # A copy for HEAD: the server reads the request's method from its own scope when it
         # sends the answer, and must see HEAD there to send no body.
-        routed = cast(Scope, {**scope, "method": "GET"}) if head else scope
+        routed = cast(Scope, {**scope, "method": "GET", HEAD_SCOPE_KEY: True}) if head else scope
 
         async def send_and_note_status(message: Message) -> None:
             nonlocal status
@@ -182,23 +198,34 @@ def _security(api_keys: Collection[bytes]) -> dict[str, Any]:
 def create_app(
     service: TrackService,
     metrics: Metrics,
+    fleet: FleetSnapshot,
     *,
     api_keys: Collection[bytes] = (),
     metrics_public: bool = False,
     lifespan: Sequence[Lifespan] = (),
+    gtfs_max_age_s: int = Settings().gtfs_rt_max_age_seconds,
+    tile_url: str = DEFAULT_TILE_URL,
+    tile_attribution: str = DEFAULT_TILE_ATTRIBUTION,
 ) -> Litestar:
-    """The REST API over `service`.
+    """The REST API over `service`, with the fleet views answered from `fleet`, which the app
+    keeps fresh while it runs.
 
     `api_keys` are the SHA-256 digests of the keys callers must present (none: the API is open);
     `metrics_public` leaves /metrics open when keys are required. `lifespan` runs around the app,
-    for whatever must be open while it serves.
+    for whatever must be open while it serves. `gtfs_max_age_s` and the tiles are as the
+    settings GTFS_RT_MAX_AGE_SECONDS, MAP_TILE_URL and MAP_TILE_ATTRIBUTION.
     """
+    fleet_events = FleetEvents(fleet)
+    gtfs_feed = GtfsFeed(fleet, gtfs_max_age_s)
     app = _ObservedLitestar(
         metrics=metrics,
-        route_handlers=ROUTES,
+        route_handlers=[*ROUTES, *map_routes(tile_url, tile_attribution)],
         dependencies={
             "service": Provide(lambda: service, sync_to_thread=False),
             "metrics": Provide(lambda: metrics, sync_to_thread=False),
+            "fleet": Provide(lambda: fleet, sync_to_thread=False),
+            "fleet_events": Provide(lambda: fleet_events, sync_to_thread=False),
+            "gtfs_feed": Provide(lambda: gtfs_feed, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
         # Litestar runs only the nearest layer's before_request: a route or router that sets its
@@ -213,12 +240,13 @@ def create_app(
             tags=[
                 Tag(name="locations", description="Where devices have been"),
                 Tag(name="devices", description="Devices, their status and registration"),
+                Tag(name="fleet", description="The whole fleet, live"),
                 Tag(name="system", description="Service information and health"),
             ],
             **_security(api_keys),
         ),
         middleware=[ApiKeyMiddleware(api_keys, metrics_public)] if api_keys else [],
-        lifespan=list(lifespan),
+        lifespan=[*lifespan, fleet.running],
         # Logging belongs to the process (JSON lines, see telemetry); Litestar must not
         # reconfigure it. Unexpected errors are logged by the 500 handler.
         logging_config=None,

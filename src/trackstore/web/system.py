@@ -33,6 +33,10 @@ class RouteLinks(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     fleet: str
     locations: str
     latest: str
+    search: str
+    stream: str
+    gtfs_rt: str
+    map: str
 
 
 class ServiceInfo(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
@@ -53,6 +57,10 @@ LINKS = RouteLinks(
     fleet="/locations",
     locations="/locations/{device_id}",
     latest="/locations/{device_id}/latest",
+    search="/devices/search",
+    stream="/fleet/stream",
+    gtfs_rt="/gtfs-rt/vehicle-positions",
+    map="/map",
 )
 
 

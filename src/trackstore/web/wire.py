@@ -52,6 +52,12 @@ class DeviceOut(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     metadata: dict[str, Any] | None
 
 
+class ListedDeviceOut(DeviceOut, frozen=True, omit_defaults=True):
+    """A device in a listing; `distanceM` (metres) only when the listing was asked `near`."""
+
+    distance_m: float | None = None
+
+
 class HistoryOut(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     device_id: str
     locations: list[LocationOut]
@@ -64,7 +70,7 @@ class WindowOut(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
 
 
 class DevicesOut(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
-    devices: list[DeviceOut]
+    devices: list[ListedDeviceOut]
     next_token: str | None
 
 
@@ -109,16 +115,26 @@ def location_out(location: Location) -> LocationOut:
 
 
 def device_out(device: Device, now_ms: int) -> DeviceOut:
-    return DeviceOut(
-        device_id=device.device_id,
-        status=device.status(now_ms),
-        last_seen=_format_optional(device.last_seen),
-        last_location=None if device.last_location is None else location_out(device.last_location),
-        total_updates=device.total_updates,
-        registered_at=_format_optional(device.registered_at),
-        name=device.name,
-        metadata=device.metadata,
-    )
+    return DeviceOut(**_device_fields(device, now_ms))
+
+
+def listed_out(device: Device, now_ms: int, distance_m: float | None = None) -> ListedDeviceOut:
+    return ListedDeviceOut(**_device_fields(device, now_ms), distance_m=distance_m)
+
+
+def _device_fields(device: Device, now_ms: int) -> dict[str, Any]:
+    return {
+        "device_id": device.device_id,
+        "status": device.status(now_ms),
+        "last_seen": _format_optional(device.last_seen),
+        "last_location": None
+        if device.last_location is None
+        else location_out(device.last_location),
+        "total_updates": device.total_updates,
+        "registered_at": _format_optional(device.registered_at),
+        "name": device.name,
+        "metadata": device.metadata,
+    }
 
 
 def _format_optional(ms: int | None) -> str | None:
