@@ -193,8 +193,11 @@ async def test_index_links_every_route(client: Client) -> None:
     assert links["live"] == "/health/live"
     posts = {path for method, path, _ in await operations(client) if method == "POST"}
     for name, path in links.items():
-        if "{" not in path and path not in posts:
-            assert (await client.get(path)).status_code == 200, name
+        if "{" in path or path in posts:
+            continue
+        # The live stream never ends: HEAD shows it answers.
+        method = client.head if path == links["stream"] else client.get
+        assert (await method(path)).status_code == 200, name
 
 
 async def test_a_device_called_search_reads_like_any_other() -> None:
