@@ -10,25 +10,19 @@ demo, signals) start the installed console script with a controlled environment.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
-import re
-import signal
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
 import httpx
 import pytest
 
-from tests.aws_emulators import DUMMY_CREDENTIALS, free_port, port_taken
+from tests.aws_emulators import DUMMY_CREDENTIALS, port_taken
 from trackstore import __version__, cli
 from trackstore.cli.consume import consume
 from trackstore.cli.process import listen
@@ -219,20 +213,6 @@ def test_bad_configuration_exits_2_with_one_line(
     assert_one_line_error(result, 2, variable)
 
 
-def test_bad_configuration_exits_2_in_a_real_process(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [*TRACKSTORE, "init"],
-        cwd=tmp_path,
-        env=process_env(tmp_path, KINESIS_BATCH_SIZE="abc"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    line = assert_one_line_error(Result(done.returncode, done.stdout, done.stderr), 2)
-    assert "KINESIS_BATCH_SIZE" in line
-    assert "abc" in line
-
-
 def test_malformed_dotenv_line_exits_2_naming_file_and_line(run: Run, tmp_path: Path) -> None:
     (tmp_path / ".env").write_text(
         "# local settings\nTRACKSTORE_BACKEND=memory\nthis line is no assignment\n"
@@ -294,65 +274,6 @@ def test_init_with_memory_backend_has_nothing_to_create(run: Run) -> None:
 def test_consume_with_memory_backend_exits_2_with_one_line(run: Run) -> None:
     result = run("consume", TRACKSTORE_BACKEND="memory")
     assert_one_line_error(result, 2, "memory")
-
-
-def test_serve_logs_the_address_it_listens_on_once_it_answers(tmp_path: Path) -> None:
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        serve = subprocess.Popen(
-            [*TRACKSTORE, "serve", "--port", "0"],  # 0: only the log line tells the port
-            cwd=tmp_path,
-            env=process_env(tmp_path, TRACKSTORE_BACKEND="memory"),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        lines: list[dict[str, object]] = []
-        while not lines:
-            assert serve.poll() is None, f"serve exited: {log.read_text()}"
-            assert time.monotonic() < deadline, f"no 'listening on' line: {log.read_text()}"
-            lines = [
-                line
-                for line in map(json.loads, log.read_text().splitlines())
-                if str(line["message"]).startswith("listening on ")
-            ]
-            time.sleep(0.05)
-        (line,) = lines
-        assert line["level"] == "INFO"
-        url = str(line["message"]).removeprefix("listening on ")
-        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url), url
-        assert not url.endswith(":0")
-        # Logged once it answers, so a person (or a script) can use the address right away.
-        assert httpx.get(f"{url}/health/live", timeout=5).status_code == 200
-    finally:
-        serve.send_signal(signal.SIGTERM)
-        try:
-            serve.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            serve.kill()
-            serve.wait()
-
-
-def test_serving_on_a_busy_port_fails_with_one_line(tmp_path: Path) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        done = subprocess.run(
-            [*TRACKSTORE, "serve", "--port", str(port)],
-            cwd=tmp_path,
-            env=process_env(tmp_path, TRACKSTORE_BACKEND="memory"),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    assert done.returncode != 0
-    assert "Traceback" not in done.stderr + done.stdout
-    lines = done.stderr.splitlines()
-    assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("trackstore: error: ")
-    assert str(port) in lines[0]
 
 
 # -- the consumer's metrics port ------------------------------------------------------------------
@@ -425,67 +346,3 @@ def test_default_port_named_explicitly_is_not_given_up(run: Run) -> None:
 
 
 # -- the demo as a process ------------------------------------------------------------------------
-
-
-def _last_seen(devices: list[dict[str, object]]) -> dict[str, datetime]:
-    seen: dict[str, datetime] = {}
-    for device in devices:
-        assert isinstance(device["lastSeen"], str), device
-        seen[str(device["deviceId"])] = datetime.fromisoformat(device["lastSeen"])
-    return seen
-
-
-def test_demo_serves_a_moving_fleet_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
-    port = free_port()
-    log = tmp_path / "demo.log"
-    with log.open("wb") as out:
-        demo = subprocess.Popen(
-            [*TRACKSTORE, "demo", "--port", str(port)],
-            cwd=tmp_path,
-            env=process_env(tmp_path),
-            stdout=out,
-            stderr=subprocess.PIPE,
-        )
-    try:
-        url = f"http://127.0.0.1:{port}/devices"
-        deadline = time.monotonic() + 15
-        first: dict[str, datetime] = {}
-        while not first:
-            assert demo.poll() is None, f"demo exited with {demo.returncode}: {log.read_text()}"
-            assert time.monotonic() < deadline, "the demo listed no devices within 15 s"
-            try:
-                response = httpx.get(url, timeout=2)
-            except httpx.TransportError:
-                time.sleep(0.2)
-                continue
-            assert response.status_code == 200, response.text
-            first = _last_seen(response.json()["devices"])
-            if not first:
-                time.sleep(0.2)
-
-        time.sleep(2.5)
-        response = httpx.get(url, timeout=5)
-        assert response.status_code == 200
-        devices = response.json()["devices"]
-        second = _last_seen(devices)
-        assert len(second) == 50  # the documented default fleet
-        assert set(first) <= set(second)
-        for device_id, seen in first.items():
-            assert second[device_id] > seen, f"{device_id} did not move on"
-        assert {device["status"] for device in devices} == {"active"}
-
-        started = time.monotonic()
-        demo.send_signal(signal.SIGTERM)
-        try:
-            code = demo.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pytest.fail("the demo did not stop within 10 s of SIGTERM")
-        assert code == 0, f"exit code {code} after {time.monotonic() - started:.1f} s"
-        assert demo.stderr is not None
-        assert b"Traceback" not in demo.stderr.read()
-    finally:
-        if demo.poll() is None:
-            demo.kill()
-            demo.wait()
-        if demo.stderr is not None:
-            demo.stderr.close()

@@ -90,53 +90,6 @@ def test_a_bad_aws_setting_exits_2_with_one_line_naming_it(
     assert result.out == "", result.out  # not a log line either, not even at DEBUG
 
 
-@pytest.mark.parametrize(("variable", "value"), BAD_SETTINGS)
-def test_serve_with_a_bad_aws_setting_exits_2_instead_of_serving(
-    tmp_path: Path, variable: str, value: str
-) -> None:
-    # A process with a timeout: a `serve` that got past the check would serve until stopped.
-    env = process_env(tmp_path, LOG_LEVEL="DEBUG", **{**NOWHERE, variable: value})
-    if variable == "AWS_DEFAULT_REGION":
-        del env["AWS_REGION"]
-    result, _ = run_process(tmp_path, COMMANDS["serve"], env)
-    assert_one_line_error(result, 2, variable, repr(value))
-    assert result.out == "", result.out
-
-
-@pytest.mark.parametrize("command", sorted(COMMANDS))
-def test_a_bad_endpoint_exits_2_in_a_real_process_at_debug_level(
-    tmp_path: Path, command: str
-) -> None:
-    env = process_env(tmp_path, AWS_ENDPOINT_URL="notaurl", LOG_LEVEL="DEBUG")
-    result, _ = run_process(tmp_path, COMMANDS[command], env)
-    assert_one_line_error(result, 2, "AWS_ENDPOINT_URL", "'notaurl'")
-    assert "Traceback" not in result.out
-
-
-@pytest.mark.parametrize("command", sorted(COMMANDS))
-def test_no_credentials_exits_2_at_start_naming_the_credential_chain(
-    tmp_path: Path, command: str
-) -> None:
-    env = no_credentials_env(tmp_path, LOG_LEVEL="DEBUG")
-    result, seconds = run_process(tmp_path, COMMANDS[command], env)
-    line = assert_one_line_error(result, 2, NO_CREDENTIALS)
-    assert "credentials" in line
-    assert "Traceback" not in result.out
-    assert seconds < 10, f"{command} took {seconds:.1f} s to find no credentials"
-
-
-def test_partial_credentials_name_the_missing_variable(tmp_path: Path) -> None:
-    env = no_credentials_env(tmp_path, AWS_ACCESS_KEY_ID="AKIAEXAMPLE")
-    result, _ = run_process(tmp_path, ["init"], env)
-    assert_one_line_error(result, 2, "AWS_SECRET_ACCESS_KEY")
-
-
-def test_an_unknown_profile_is_named(tmp_path: Path) -> None:
-    env = no_credentials_env(tmp_path, AWS_PROFILE="no-such-profile")
-    result, _ = run_process(tmp_path, ["consume"], env)
-    assert_one_line_error(result, 2, "AWS_PROFILE", "no-such-profile")
-
-
 def test_the_endpoint_in_dotenv_is_checked_like_the_variable(run: Run, tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("AWS_ENDPOINT_URL=notaurl\n")
     assert_one_line_error(run("init"), 2, "AWS_ENDPOINT_URL")
@@ -156,13 +109,6 @@ def test_the_memory_backend_ignores_aws_settings(run: Run) -> None:
 def test_consume_on_the_memory_backend_still_says_why_it_cannot_run(run: Run) -> None:
     result = run("consume", TRACKSTORE_BACKEND="memory", AWS_REGION="bad region!")
     assert_one_line_error(result, 2, "TRACKSTORE_BACKEND=memory")
-
-
-def test_the_memory_backend_runs_without_credentials(tmp_path: Path) -> None:
-    env = no_credentials_env(tmp_path, TRACKSTORE_BACKEND="memory")
-    result, _ = run_process(tmp_path, ["init"], env)
-    assert result.code == 0, result
-    assert result.err == ""
 
 
 # -- the rules themselves -------------------------------------------------------------------------
