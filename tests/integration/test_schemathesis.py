@@ -80,6 +80,9 @@ OPERATIONS = {
     "searchDevices",
     "streamFleet",
     "gtfsVehiclePositions",
+    "getDeviceSummary",
+    "getDeviceStops",
+    "getDeviceTrips",
 }
 # The live stream's answer never ends, so schemathesis cannot read one: its answers are checked
 # by tests/unit/test_fleet_api.py and tests/integration/test_live_fleet_dynamodb.py instead. Only

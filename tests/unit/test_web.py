@@ -588,6 +588,9 @@ async def test_openapi_document_names_every_operation(client: Client) -> None:
         ("/devices/search", "post"),
         ("/fleet/stream", "get"),
         ("/gtfs-rt/vehicle-positions", "get"),
+        ("/devices/{device_id}/summary", "get"),
+        ("/devices/{device_id}/stops", "get"),
+        ("/devices/{device_id}/trips", "get"),
     }
     operation_ids = [operation.get("operationId") for _, _, operation in operations]
     assert all(operation_ids)

@@ -44,6 +44,7 @@ from trackstore.web.map_page import map_routes
 from trackstore.web.openapi_links import add_links
 from trackstore.web.problems import EXCEPTION_HANDLERS, send_problem
 from trackstore.web.query_params import UnknownQueryParameters
+from trackstore.web.reports import REPORT_ROUTES
 from trackstore.web.system import health, index, liveness, metrics_text
 from trackstore.web.tracing import finish_request_span, request_span, tracing_enabled
 
@@ -219,7 +220,7 @@ def create_app(
     gtfs_feed = GtfsFeed(fleet, gtfs_max_age_s)
     app = _ObservedLitestar(
         metrics=metrics,
-        route_handlers=[*ROUTES, *map_routes(tile_url, tile_attribution)],
+        route_handlers=[*ROUTES, *REPORT_ROUTES, *map_routes(tile_url, tile_attribution)],
         dependencies={
             "service": Provide(lambda: service, sync_to_thread=False),
             "metrics": Provide(lambda: metrics, sync_to_thread=False),
@@ -241,6 +242,10 @@ def create_app(
                 Tag(name="locations", description="Where devices have been"),
                 Tag(name="devices", description="Devices, their status and registration"),
                 Tag(name="fleet", description="The whole fleet, live"),
+                Tag(
+                    name="reports",
+                    description="Daily summaries, stops and trips from a device's history",
+                ),
                 Tag(name="system", description="Service information and health"),
             ],
             **_security(api_keys),

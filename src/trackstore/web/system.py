@@ -37,6 +37,9 @@ class RouteLinks(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     stream: str
     gtfs_rt: str
     map: str
+    summary: str
+    stops: str
+    trips: str
 
 
 class ServiceInfo(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
@@ -61,6 +64,9 @@ LINKS = RouteLinks(
     stream="/fleet/stream",
     gtfs_rt="/gtfs-rt/vehicle-positions",
     map="/map",
+    summary="/devices/{device_id}/summary",
+    stops="/devices/{device_id}/stops",
+    trips="/devices/{device_id}/trips",
 )
 
 
