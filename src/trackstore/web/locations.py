@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
-from litestar import get
+from typing import Any
+
+from litestar import Request, Response, get
 from litestar.di import NamedDependency
 
 from trackstore.domain import HistoryQuery
 from trackstore.service import TrackService
+from trackstore.track_formats import TrackFormat
+from trackstore.web.exports import (
+    ExportRequest,
+    FormatParam,
+    GapParam,
+    GeometryParam,
+    HistoryOperation,
+    check_json_options,
+    export_history,
+    negotiate,
+)
 from trackstore.web.params import (
     DeviceId,
     EndTime,
@@ -26,16 +39,23 @@ from trackstore.web.wire import HistoryOut, LocationOut, WindowOut, location_out
     "/locations/{device_id:str}",
     operation_id="getLocationHistory",
     tags=["locations"],
-    summary="A device's locations in a time window, one page at a time",
+    summary="A device's locations in a time window, one page at a time, or as one file",
     description=(
         "Without start_time the history starts at the oldest retained location. Follow "
-        "nextToken (null on the last page) with the same parameters to read the next page."
+        "nextToken (null on the last page) with the same parameters to read the next page.\n\n"
+        "With format (or an Accept header naming one of the file types) the whole window comes "
+        "in one streamed answer instead, as an attachment: GeoJSON, GPX 1.1, CSV or NDJSON, "
+        "oldest first unless order=desc. Should the store fail once it has started, the answer "
+        "ends early: CSV with a last row `#error,<status>,<title>,<detail>`, NDJSON with a last "
+        'line `{"error": <problem>}`, GeoJSON and GPX unclosed (not a valid document).'
     ),
     responses=problem_specs(
         {400: f"{BAD_DEVICE}, or a malformed or out-of-range parameter or token", 503: STORE_DOWN}
     ),
+    operation_class=HistoryOperation,
 )
 async def location_history(
+    request: Request[Any, Any, Any],
     service: NamedDependency[TrackService],
     device_id: DeviceId,
     start_time: StartTime = None,
@@ -43,21 +63,45 @@ async def location_history(
     limit: Limit = None,
     order: SortOrder = None,
     next_token: NextToken = None,
-) -> HistoryOut:
+    format: FormatParam = None,
+    geometry: GeometryParam = None,
+    gap_s: GapParam = None,
+) -> Response[HistoryOut]:
+    track_format = negotiate(format, request.accept)
+    start = time_param("start_time", start_time)
+    end = time_param("end_time", end_time)
+    sort = order_param(order)
+    if track_format is not TrackFormat.JSON:
+        asked = ExportRequest(
+            device_id=device_id,
+            start=start,
+            end=end,
+            order=sort,
+            track_format=track_format,
+            geometry=geometry,
+            gap_s=gap_s,
+            limit=limit,
+            next_token=next_token,
+        )
+        # A Stream is a Response like the page's: Litestar sends whichever comes back.
+        return await export_history(request, service, asked)  # type: ignore[return-value]
+    check_json_options(geometry, gap_s)
     query = HistoryQuery(
         device_id=device_id,
-        start=time_param("start_time", start_time),
-        end=time_param("end_time", end_time),
+        start=start,
+        end=end,
         limit=limit_param(limit),
-        order=order_param(order),
+        order=sort,
         token=next_token,
     )
     page = await service.history(query)
-    return HistoryOut(
+    body = HistoryOut(
         device_id=device_id,
         locations=[location_out(location) for location in page.items],
         next_token=page.next_token,
     )
+    # The answer depends on Accept too (a file type there gets a file).
+    return Response(body, headers={"Vary": "Accept"})
 
 
 @get(
