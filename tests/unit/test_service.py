@@ -418,7 +418,17 @@ async def test_devices_pages_through_every_device() -> None:
 
 CORE_MODULES = (
     *("domain", "errors", "ports", "records", "service", "exactly_once", "values"),
-    *("timefmt", "paging", "clock", "leasing", "geo", "snapshot", "trips", "track_formats"),
+    *(
+        "timefmt",
+        "paging",
+        "clock",
+        "leasing",
+        "geo",
+        "snapshot",
+        "trips",
+        "track_formats",
+        "simplify",
+    ),
 )
 ALLOWED_THIRD_PARTY = {"msgspec"}
 
