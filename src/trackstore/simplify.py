@@ -56,7 +56,9 @@ turns back on itself a little shorter each time, along one line).
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Sequence
+from dataclasses import dataclass
 from heapq import heappop, heappush
 from itertools import compress
 from math import cos, isfinite, sqrt
@@ -77,7 +79,7 @@ _FAN = 8
 _DIRECT = 256
 
 
-def douglas_peucker(points: Sequence[tuple[float, float]], tolerance_m: float) -> list[int]:
+def douglas_peucker(points: Points, tolerance_m: float) -> list[int]:
     """The indexes of the points kept, ascending: the first and last, and enough others that no
     dropped point is farther than `tolerance_m` metres from the segment of kept points spanning
     it. Simplifying the points kept keeps them all.
@@ -112,7 +114,7 @@ def douglas_peucker(points: Sequence[tuple[float, float]], tolerance_m: float) -
     return list(compress(range(count), keep))
 
 
-def most_significant(points: Sequence[tuple[float, float]], n: int) -> list[int]:
+def most_significant(points: Points, n: int) -> list[int]:
     """The indexes of the `n` most significant points, ascending (all of them if there are no more
     than `n`): the first and last, then the points Douglas-Peucker would keep first, each the one
     farthest from the segment of points already kept that spans it.
@@ -145,6 +147,28 @@ def most_significant(points: Sequence[tuple[float, float]], n: int) -> list[int]
 
 
 _Box = tuple[list[float], list[float], list[float], list[float]]
+
+
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """A track as two columns of the same length, latitudes and longitudes in degrees: what a
+    caller that gathers a long track keeps, at 8 bytes a coordinate where a list of tuples takes
+    about 50 (so a month of fixes a second is 41 MB, not 260)."""
+
+    lats: array[float]
+    lons: array[float]
+
+    def __len__(self) -> int:
+        return len(self.lats)
+
+    def subset(self, indexes: Sequence[int]) -> Columns:
+        lats, lons = self.lats, self.lons
+        return Columns(
+            array("d", [lats[i] for i in indexes]), array("d", [lons[i] for i in indexes])
+        )
+
+
+Points = Sequence[tuple[float, float]] | Columns
 _Coefficients = tuple[float, float, float, float, float, float, float]
 
 
@@ -167,7 +191,7 @@ class _Track:
 
     __slots__ = ("boxes", "lats", "lons", "reach")
 
-    def __init__(self, points: Sequence[tuple[float, float]]) -> None:
+    def __init__(self, points: Points) -> None:
         self.lats, self.lons = _coordinates(points)
         self.boxes = _boxes(self.lats, self.lons) if len(self.lats) > _DIRECT + 2 else []
         # e and t lose about 1e-16 of |dx lat| + |q lon| + |c| to rounding each: less than
@@ -387,19 +411,25 @@ class _Track:
         return best, index
 
 
-def _coordinates(points: Sequence[tuple[float, float]]) -> tuple[list[float], list[float]]:
+def _coordinates(points: Points) -> tuple[Sequence[float], Sequence[float]]:
     """Latitudes and longitudes as floats, longitudes unwrapped along the track: each within 180
     degrees of the one before, by adding whole turns (exactly, so that a subset of the points
-    with the same first point unwraps to the very same numbers)."""
-    lats = list(map(float, map(_LAT, points)))
-    lons = list(map(float, map(_LON, points)))
+    with the same first point unwraps to the very same numbers). Columns stay arrays (compact;
+    about 10 % slower to search than lists)."""
+    lats: Sequence[float]
+    lons: Sequence[float]
+    if isinstance(points, Columns):
+        lats, lons = points.lats, points.lons
+    else:
+        lats = list(map(float, map(_LAT, points)))
+        lons = list(map(float, map(_LON, points)))
     # A sum of finite coordinates is finite; one that is not finite makes the sum so.
     if not (isfinite(sum(lats)) and isfinite(sum(lons))):
         raise Error(INVALID, "a track's coordinates must be finite numbers")
     if not (min(lats) >= -90.0 and max(lats) <= 90.0):
         raise Error(INVALID, "a track's latitudes must be between -90 and 90")
     if max(lons) - min(lons) > 180.0:
-        unwrapped = []
+        unwrapped = array("d")
         turns = 0.0
         previous = lons[0]
         for lon in lons:
@@ -414,7 +444,7 @@ def _coordinates(points: Sequence[tuple[float, float]]) -> tuple[list[float], li
     return lats, lons
 
 
-def _boxes(lats: list[float], lons: list[float]) -> list[_Box]:
+def _boxes(lats: Sequence[float], lons: Sequence[float]) -> list[_Box]:
     """Bounding boxes of the points by index, per level: level 0 has one per _BLOCK points, each
     level above one per _FAN boxes of the level below. Each level is the boxes' least and
     greatest latitudes, least and greatest longitudes."""
@@ -436,7 +466,7 @@ def _boxes(lats: list[float], lons: list[float]) -> list[_Box]:
         size = _FAN
 
 
-def _crosses(lats: list[float], lons: list[float], p: float, q: float) -> list[float]:
+def _crosses(lats: Sequence[float], lons: Sequence[float], p: float, q: float) -> list[float]:
     """Each point's e + c (see _Track)."""
     return [p * lat - q * lon for lat, lon in zip(lats, lons, strict=True)]
 
@@ -455,8 +485,8 @@ def _extreme(crosses: list[float], c: float) -> tuple[float, int]:
 
 
 def _values(
-    lats: list[float],
-    lons: list[float],
+    lats: Sequence[float],
+    lons: Sequence[float],
     p: float,
     q: float,
     c: float,

@@ -428,6 +428,7 @@ CORE_MODULES = (
         "trips",
         "track_formats",
         "simplify",
+        "track_simplification",
     ),
 )
 ALLOWED_THIRD_PARTY = {"msgspec"}

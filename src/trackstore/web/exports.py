@@ -15,7 +15,7 @@ whole document.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Annotated, Any
@@ -50,6 +50,7 @@ from trackstore.track_formats import (
     TrackWriter,
     export_filename,
 )
+from trackstore.track_simplification import Simplification, kept_timestamps
 from trackstore.web.fleet_stream import HEAD_SCOPE_KEY
 from trackstore.web.problems import STATUS, UNAVAILABLE_DETAIL
 from trackstore.web.wire import location_out
@@ -140,6 +141,7 @@ class ExportRequest:
     gap_s: str | None
     limit: str | None
     next_token: str | None
+    simplification: Simplification
 
 
 async def export_history(
@@ -153,6 +155,7 @@ async def export_history(
             "sends the whole window in one answer: leave them out",
         )
     writer = _writer(asked)
+    select: Callable[[Sequence[Location]], Sequence[Location]] = _all
     try:
         query = HistoryQuery(
             device_id=asked.device_id,
@@ -161,11 +164,15 @@ async def export_history(
             limit=MAX_PAGE_SIZE,
             order=asked.order,
         )
+        if asked.simplification and not request.scope.get(HEAD_SCOPE_KEY):
+            # Both passes must read the same window: its end is fixed now.
+            query = msgspec.structs.replace(query, end=asked.end or service.now_ms())
+            select = (await kept_timestamps(service, query, asked.simplification)).select
         first = await service.history(query)
         filename = export_filename(
             asked.device_id,
             await _start_for_name(service, query, first),
-            service.now_ms() if asked.end is None else asked.end,
+            service.now_ms() if query.end is None else query.end,
             asked.track_format,
         )
     except BaseException:
@@ -180,7 +187,7 @@ async def export_history(
     if request.scope.get(HEAD_SCOPE_KEY):  # the headers only: no need to read the whole window
         writer.close()
         return Stream(content=_nothing(), media_type=media_type, headers=headers)
-    body = _body(service, query, first, writer, request.url.path)
+    body = _body(service, query, first, writer, request.url.path, select)
     return Stream(content=body, media_type=media_type, headers=headers)
 
 
@@ -229,6 +236,10 @@ async def _start_for_name(service: TrackService, query: HistoryQuery, first: Pag
     return first.items[0].timestamp if first.items else service.now_ms()
 
 
+def _all(locations: Sequence[Location]) -> Sequence[Location]:
+    return locations
+
+
 async def _nothing() -> AsyncIterator[bytes]:
     return
     yield b""  # pragma: no cover - makes this an async generator
@@ -240,16 +251,19 @@ async def _body(
     first: Page[Location],
     writer: TrackWriter,
     path: str,
+    select: Callable[[Sequence[Location]], Sequence[Location]],
 ) -> AsyncIterator[bytes]:
     sent = 0
     try:
-        yield writer.begin() + writer.write(first.items)
-        sent = len(first.items)
+        locations = select(first.items)
+        yield writer.begin() + writer.write(locations)
+        sent = len(locations)
         token = first.next_token
         while token is not None:
             page = await service.history(msgspec.structs.replace(query, token=token))
-            chunk = writer.write(page.items)
-            sent += len(page.items)
+            locations = select(page.items)
+            chunk = writer.write(locations)
+            sent += len(locations)
             if chunk:
                 yield chunk
             token = page.next_token

@@ -24,11 +24,14 @@ from trackstore.web.params import (
     DeviceId,
     EndTime,
     Limit,
+    MaxPoints,
     NextToken,
+    Simplify,
     SortOrder,
     StartTime,
     limit_param,
     order_param,
+    simplification_param,
     time_param,
 )
 from trackstore.web.problems import BAD_DEVICE, STORE_DOWN, problem_specs
@@ -66,11 +69,14 @@ async def location_history(
     format: FormatParam = None,
     geometry: GeometryParam = None,
     gap_s: GapParam = None,
+    simplify: Simplify = None,
+    max_points: MaxPoints = None,
 ) -> Response[HistoryOut]:
     track_format = negotiate(format, request.accept)
     start = time_param("start_time", start_time)
     end = time_param("end_time", end_time)
     sort = order_param(order)
+    simplification = simplification_param(simplify, max_points)
     if track_format is not TrackFormat.JSON:
         asked = ExportRequest(
             device_id=device_id,
@@ -82,6 +88,7 @@ async def location_history(
             gap_s=gap_s,
             limit=limit,
             next_token=next_token,
+            simplification=simplification,
         )
         # A Stream is a Response like the page's: Litestar sends whichever comes back.
         return await export_history(request, service, asked)  # type: ignore[return-value]
@@ -95,9 +102,10 @@ async def location_history(
         token=next_token,
     )
     page = await service.history(query)
+    locations = simplification.page(page.items) if simplification else page.items
     body = HistoryOut(
         device_id=device_id,
-        locations=[location_out(location) for location in page.items],
+        locations=[location_out(location) for location in locations],
         next_token=page.next_token,
     )
     # The answer depends on Accept too (a file type there gets a file).
