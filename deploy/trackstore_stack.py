@@ -85,6 +85,11 @@ CONSUME_LEASES_ACTIONS = [  # list, create, renew/checkpoint/take, release
     "dynamodb:UpdateItem",
     "dynamodb:DeleteItem",
 ]
+# `trackstore erase`, run by an operator (whose user or role gets the EraseData managed policy):
+# count and list (Query), delete (BatchWriteItem) locations; read, clear lastLocation of, delete
+# the device.
+ERASE_LOCATIONS_ACTIONS = ["dynamodb:Query", "dynamodb:BatchWriteItem"]
+ERASE_DEVICES_ACTIONS = ["dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"]
 DEAD_LETTER_ACTIONS = ["kinesis:PutRecords"]  # rejected records, when a dead-letter stream is set
 # X-Ray has no resource-level permissions: the only statement on resource "*" a task role gets.
 XRAY_ACTIONS = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]
@@ -374,6 +379,21 @@ class TrackStoreStack(cdk.Stack):
                 )
             )
 
+        self.erase_policy = iam.ManagedPolicy(
+            self,
+            "EraseData",
+            description="trackstore erase: delete a device's locations and record "
+            "(attach to the operators who handle data-protection requests)",
+            statements=[
+                iam.PolicyStatement(
+                    actions=ERASE_LOCATIONS_ACTIONS, resources=[self.locations.table_arn]
+                ),
+                iam.PolicyStatement(
+                    actions=ERASE_DEVICES_ACTIONS, resources=[self.devices.table_arn]
+                ),
+            ],
+        )
+
         self.serve_logs = self._log_group("ServeLogs", f"/trackstore/{env}/serve", removal)
         self.consume_logs = self._log_group("ConsumeLogs", f"/trackstore/{env}/consume", removal)
 
@@ -476,6 +496,7 @@ class TrackStoreStack(cdk.Stack):
         cdk.CfnOutput(self, "ApiUrl", value=self._api_url(), description="The REST API")
         cdk.CfnOutput(self, "StreamName", value=self.stream.stream_name)
         cdk.CfnOutput(self, "AlarmTopicArn", value=self.alarm_topic.topic_arn)
+        cdk.CfnOutput(self, "ErasePolicyArn", value=self.erase_policy.managed_policy_arn)
 
     # --- Parts
 

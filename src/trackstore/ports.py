@@ -117,6 +117,18 @@ class LocationRepository(Protocol):
     async def latest(self, device_id: str) -> Location | None:
         """The newest stored location of the device, or None."""
 
+    async def stored_count(self, device_id: str, before: int | None) -> int:
+        """How many locations of the device are stored with a timestamp before `before`
+        (exclusive; all when None), expired ones that linger included."""
+
+    async def oldest_timestamps(self, device_id: str, before: int | None, limit: int) -> list[int]:
+        """The timestamps of up to `limit` of those locations, oldest first. Strongly
+        consistent: what `delete` removed is not listed again."""
+
+    async def delete(self, device_id: str, timestamps: Sequence[int]) -> None:
+        """Deletes the device's locations at those timestamps; one that is not stored is no
+        error. Either raises or has deleted every one."""
+
     async def ping(self) -> None:
         """Returns when the store answers; raises Error(UNAVAILABLE) when it does not."""
 
@@ -152,6 +164,14 @@ class DeviceRepository(Protocol):
 
         Raises Error(CONFLICT) when it is registered already.
         """
+
+    async def forget_location(self, device_id: str, timestamp: int) -> bool:
+        """Removes the device's lastLocation if it is still the one at `timestamp` (one that
+        arrived since is left alone) and marks the device changed for fleet views. True when
+        removed. `lastSeen`, `totalUpdates` and the marks stay."""
+
+    async def delete(self, device_id: str) -> bool:
+        """Deletes the device's record, marks and all; True when there was one."""
 
     async def changed_since(self, since_ms: int | None) -> Sequence[Device]:
         """Every device whose last location, name or registration changed at or after

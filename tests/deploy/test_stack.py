@@ -688,6 +688,33 @@ def test_consume_reads_the_stream_and_writes_its_tables_only(synth: Synth) -> No
         assert statement.resources == ["*"] or all("*" not in str(r) for r in statement.resources)
 
 
+def test_operators_get_a_policy_for_erasure_on_the_two_tables_only(synth: Synth) -> None:
+    policy = synth.logical_id(synth.stack.erase_policy)
+    found = [s for s in statements(synth) if s.policy == policy]
+    stack = synth.stack
+
+    assert {a for s in found for a in s.actions} == {
+        "dynamodb:Query",
+        "dynamodb:BatchWriteItem",
+        "dynamodb:GetItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+    }
+    by_resource = {json.dumps(s.resources, sort_keys=True): set(s.actions) for s in found}
+    assert by_resource == {
+        json.dumps([arn_of(synth, stack.locations)], sort_keys=True): {
+            "dynamodb:Query",
+            "dynamodb:BatchWriteItem",
+        },
+        json.dumps([arn_of(synth, stack.devices)], sort_keys=True): {
+            "dynamodb:GetItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:DeleteItem",
+        },
+    }
+    assert "ErasePolicyArn" in synth.template.to_json()["Outputs"]
+
+
 # Functions only `trackstore init` runs: the stack creates those resources instead.
 INIT_ONLY = {
     "cli/init.py": None,  # the whole module
@@ -748,13 +775,14 @@ def test_the_grants_are_exactly_the_aws_calls_trackstore_makes(synths: dict[str,
     """Every DynamoDB/Kinesis operation in src/ is granted, and nothing unused is: when the code
     starts (or stops) calling an API, deploy/trackstore_stack.py has to follow."""
     synth = synths["prod"]  # prod has the dead-letter stream too
+    erase_policy = synth.logical_id(synth.stack.erase_policy)
     granted = {
         a
         for role in (synth.stack.serve_role, synth.stack.consume_role)
         for s in role_statements(synth, role)
         for a in s.actions
         if a.startswith(("dynamodb:", "kinesis:"))
-    }
+    } | {a for s in statements(synth) if s.policy == erase_policy for a in s.actions}
     called = aws_calls_in_src()
     missing = {action: sorted(where) for action, where in called.items() if action not in granted}
     assert not missing, f"called in src/ but granted to no task role: {missing}"

@@ -429,6 +429,7 @@ CORE_MODULES = (
         "track_formats",
         "simplify",
         "track_simplification",
+        "erasure",
     ),
 )
 ALLOWED_THIRD_PARTY = {"msgspec"}

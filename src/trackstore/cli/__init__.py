@@ -1,4 +1,4 @@
-"""`trackstore serve|consume|demo|init|simulate`: the parser, `main` and the exit codes.
+"""`trackstore serve|consume|demo|init|simulate|erase`: the parser, `main` and the exit codes.
 
 Each command is a module of this package holding its flags (`add_parser`) and its `run`.
 """
@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 from trackstore import __version__
 from trackstore.aws import check_aws_configuration, check_credentials
-from trackstore.cli import consume, demo, init, serve, simulate
+from trackstore.cli import consume, demo, erase, init, serve, simulate
 from trackstore.cli.process import settle_garbage_collector, stop_on_signals
 from trackstore.config import Backend, Settings, configuration_values, export_dotenv
 from trackstore.errors import INVALID, Error
@@ -23,7 +23,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # a dependency failed or is unreachable
 EXIT_USAGE = 2  # bad flags or configuration
 
-COMMANDS = (serve, consume, demo, init, simulate)
+COMMANDS = (serve, consume, demo, init, simulate, erase)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -38,15 +38,24 @@ class BatchWriter:
         """Writes every item, or raises Error(UNAVAILABLE), or Error(INVALID) when DynamoDB
         refuses a value (then the other chunks may be written); a repeated key keeps its last item,
         since DynamoDB refuses a batch that names one key twice."""
-        unique = list({self._key(item): item for item in items}.values())
-        if not unique:
+        unique = {self._key(item): item for item in items}.values()
+        await self._write([{"PutRequest": {"Item": item}} for item in unique])
+
+    async def delete(self, keys: Sequence[Item]) -> None:
+        """Deletes the items with these keys (each given once), as `put` writes: every one, or
+        raises."""
+        await self._write([{"DeleteRequest": {"Key": key}} for key in keys])
+
+    async def _write(self, requests: list[dict[str, Any]]) -> None:
+        if not requests:
             return
         deadline = time.monotonic() + self._deadline_s
-        chunks = [unique[i : i + MAX_BATCH_ITEMS] for i in range(0, len(unique), MAX_BATCH_ITEMS)]
+        chunks = [
+            requests[i : i + MAX_BATCH_ITEMS] for i in range(0, len(requests), MAX_BATCH_ITEMS)
+        ]
         await asyncio.gather(*(self._write_chunk(chunk, deadline) for chunk in chunks))
 
-    async def _write_chunk(self, chunk: list[Item], deadline: float) -> None:
-        requests: list[dict[str, Any]] = [{"PutRequest": {"Item": item}} for item in chunk]
+    async def _write_chunk(self, requests: list[dict[str, Any]], deadline: float) -> None:
         attempt = 0
         while requests:
             async with self._limit:

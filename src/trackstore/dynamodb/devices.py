@@ -27,7 +27,7 @@ from trackstore.aws import error_code
 from trackstore.backoff import Backoff
 from trackstore.clock import wall_clock_ms
 from trackstore.domain import Device, DeviceActivity, DeviceMark, Page, check_device_id
-from trackstore.dynamodb.client import TableProbe, conditional, translate
+from trackstore.dynamodb.client import TableProbe, conditional, translate, translate_write
 from trackstore.dynamodb.items import device_from_item, location_attributes, to_value
 from trackstore.dynamodb.tables import FLEET_ATTRIBUTES, FLEET_INDEX
 from trackstore.errors import CONFLICT, UNAVAILABLE, Error
@@ -227,6 +227,29 @@ class DynamoDeviceRepository:
         if response is None:
             raise Error(CONFLICT, f"device {device_id} is already registered")
         return device_from_item(response["Attributes"])
+
+    async def forget_location(self, device_id: str, timestamp: int) -> bool:
+        response = await conditional(
+            self._client.update_item(
+                TableName=self._table,
+                Key={"deviceId": {"S": device_id}},
+                UpdateExpression=f"REMOVE lastLocation SET {', '.join(_CHANGED)}",
+                ConditionExpression="lastLocation.#ts = :ts",
+                ExpressionAttributeNames={"#ts": "timestamp"},
+                ExpressionAttributeValues={":ts": {"N": str(timestamp)}} | self._changed(device_id),
+            ),
+            f"update {self._table}",
+        )
+        return response is not None
+
+    async def delete(self, device_id: str) -> bool:
+        try:
+            response = await self._client.delete_item(
+                TableName=self._table, Key={"deviceId": {"S": device_id}}, ReturnValues="ALL_OLD"
+            )
+        except Exception as exc:
+            raise translate_write(exc, f"delete from {self._table}") from exc
+        return bool(response.get("Attributes"))
 
     def _changed(self, device_id: str) -> dict[str, Any]:
         return {":fb": {"S": fleet_bucket(device_id)}, ":ca": {"N": str(self._clock())}}

@@ -141,6 +141,44 @@ class DynamoLocationRepository:
             request["Limit"] = 25
         return None
 
+    async def stored_count(self, device_id: str, before: int | None) -> int:
+        request = self._stored(device_id, before) | {"Select": "COUNT"}
+        count = 0
+        while True:
+            response = await self._query(request)
+            count += int(response.get("Count", 0))
+            last = response.get("LastEvaluatedKey")
+            if not last:
+                return count
+            request["ExclusiveStartKey"] = last
+
+    async def oldest_timestamps(self, device_id: str, before: int | None, limit: int) -> list[int]:
+        request = self._stored(device_id, before) | {"ProjectionExpression": "#ts", "Limit": limit}
+        request["ExpressionAttributeNames"]["#ts"] = "timestamp"
+        response = await self._query(request)
+        return [int(item["timestamp"]["N"]) for item in response.get("Items", [])]
+
+    def _stored(self, device_id: str, before: int | None) -> dict[str, Any]:
+        """A strongly consistent Query for the device's items before `before`, expired or not."""
+        condition = "#dev = :dev"
+        values: dict[str, Any] = {":dev": {"S": device_id}}
+        names = {"#dev": "deviceId"}
+        if before is not None:
+            condition += " AND #ts < :before"
+            values[":before"] = {"N": str(before)}
+            names["#ts"] = "timestamp"
+        return {
+            "TableName": self._table,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ConsistentRead": True,
+        }
+
+    async def delete(self, device_id: str, timestamps: Sequence[int]) -> None:
+        keys = [{"deviceId": {"S": device_id}, "timestamp": {"N": str(t)}} for t in set(timestamps)]
+        await self._writer.delete(keys)
+
     async def ping(self) -> None:
         await self._probe.ping()
 

@@ -148,6 +148,27 @@ class MemoryLocationRepository:
             return None
         return track.by_time[track.times[-1]]
 
+    async def stored_count(self, device_id: str, before: int | None) -> int:
+        self._store.check()
+        times = self._store.tracks[device_id].times if device_id in self._store.tracks else []
+        return len(times) if before is None else bisect.bisect_left(times, before)
+
+    async def oldest_timestamps(self, device_id: str, before: int | None, limit: int) -> list[int]:
+        count = await self.stored_count(device_id, before)
+        return self._store.tracks[device_id].times[: min(count, limit)] if count else []
+
+    async def delete(self, device_id: str, timestamps: Sequence[int]) -> None:
+        self._store.check()
+        track = self._store.tracks.get(device_id)
+        if track is None:
+            return
+        gone = {t for t in timestamps if track.by_time.pop(t, None) is not None}
+        for t in gone:
+            track.positions.pop(t, None)
+        track.times = [t for t in track.times if t not in gone]
+        if not track.times:
+            del self._store.tracks[device_id]
+
     async def ping(self) -> None:
         self._store.check()
 
@@ -220,6 +241,23 @@ class MemoryDeviceRepository:
         self._store.devices[device_id] = device
         self._store.changed_at[device_id] = self._clock()
         return device
+
+    async def forget_location(self, device_id: str, timestamp: int) -> bool:
+        self._store.check()
+        device = self._store.devices.get(device_id)
+        if device is None or device.last_location is None:
+            return False
+        if device.last_location.timestamp != timestamp:
+            return False
+        self._store.devices[device_id] = msgspec.structs.replace(device, last_location=None)
+        self._store.changed_at[device_id] = self._clock()
+        return True
+
+    async def delete(self, device_id: str) -> bool:
+        self._store.check()
+        self._store.marks.pop(device_id, None)
+        self._store.changed_at.pop(device_id, None)
+        return self._store.devices.pop(device_id, None) is not None
 
     async def changed_since(self, since_ms: int | None) -> Sequence[Device]:
         self._store.check()
