@@ -1,29 +1,44 @@
-"""History exports on the in-memory adapters: locations per second and peak RSS per format.
+"""History exports: locations per second and peak RSS per format, on memory or on dynalite.
 
-    .venv/bin/python benchmarks/exports.py [--points 259200]
+    .venv/bin/python benchmarks/exports.py [--points 259200] [--backend memory|dynalite]
 
-One device's month (a fix every 10 s by default) is put straight into the memory store, then each
+One device's month (a fix every 10 s by default) is put straight into the memory store (or written
+to a fresh Locations table on a dynalite this starts, which takes a minute or two), then each
 format streams it through the ASGI app with every body chunk dropped as it comes, as a server
-would send it on. Peak RSS is the process's VmHWM above its RSS before the export (Linux; the
-peak is reset per format through /proc/self/clear_refs), so it shows what an export holds.
+would send it on. On dynalite the figures include dynalite's own time (the same machine's cores)
+and the DynamoDB client's; `simplify` and `max_points` read the window twice. Peak RSS is the
+process's VmHWM above its RSS before the export (Linux; the peak is reset per format through
+/proc/self/clear_refs), so it shows what an export holds.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import platform
+import random
 import re
+import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from litestar import Litestar
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.aws_emulators import DUMMY_CREDENTIALS, dynalite
+
 from trackstore.clock import FakeClock
-from trackstore.domain import Location
+from trackstore.domain import Arrival, Location
+from trackstore.dynamodb import DynamoLocationRepository, dynamodb_client
+from trackstore.dynamodb.tables import TTL_ATTRIBUTE, ensure_table, locations_table
 from trackstore.memory import MemoryDeviceRepository, MemoryLocationRepository, MemoryStore
 from trackstore.metrics import Metrics
+from trackstore.ports import LocationRepository
 from trackstore.service import TrackService
 from trackstore.snapshot import FleetSnapshot
 from trackstore.web import create_app
@@ -37,25 +52,54 @@ FORMATS = (
     "format=geojson",
     "format=geojson&geometry=line",
     "format=gpx",
+    "format=ndjson&simplify=5",
+    "format=csv&max_points=1000",
 )
 
 
-def fill(store: MemoryStore, device: str, count: int) -> None:
-    track = store.track(device)
+def month(device: str, count: int) -> list[Location]:
     start = NOW_MS - count * STEP_MS + STEP_MS
-    for n in range(count):
-        t = start + n * STEP_MS
-        track.times.append(t)
-        track.by_time[t] = Location(
+    rng = random.Random(1)
+    noise = [rng.gauss(0.0, 3e-5) for _ in range(count)]  # about 3 m, seeded
+    return [
+        Location(
             device_id=device,
-            timestamp=t,
-            latitude=52.123456789 + n * 1e-7,
+            timestamp=start + n * STEP_MS,
+            latitude=52.123456789 + n * 1e-7 + noise[n],  # GPS noise to simplify away
             longitude=13.987654321 - n * 1e-7,
             speed=float(n % 90),
             heading=float(n % 360),
             altitude=34.0 + n % 10,
-            received_at=t + 500,
+            received_at=start + n * STEP_MS + 500,
         )
+        for n in range(count)
+    ]
+
+
+@asynccontextmanager
+async def memory_locations(store: MemoryStore, count: int) -> AsyncIterator[LocationRepository]:
+    track = store.track("bus-1")
+    for location in month("bus-1", count):
+        track.times.append(location.timestamp)
+        track.by_time[location.timestamp] = location
+    yield MemoryLocationRepository(store)
+
+
+@asynccontextmanager
+async def dynalite_locations(count: int) -> AsyncIterator[LocationRepository]:
+    for name, value in DUMMY_CREDENTIALS.items():
+        os.environ.setdefault(name, value)
+    with dynalite() as endpoint:
+        async with dynamodb_client("us-east-1", endpoint_url=endpoint) as client:
+            await ensure_table(client, locations_table("locations"), TTL_ATTRIBUTE)
+            repository = DynamoLocationRepository(client, "locations", 365, 4, concurrency=32)
+            started = time.perf_counter()
+            locations = month("bus-1", count)
+            for at in range(0, count, 5000):
+                chunk = locations[at : at + 5000]
+                await repository.put_many([Arrival(loc, f"p{loc.timestamp}") for loc in chunk])
+            print(f"filled dynalite in {time.perf_counter() - started:.0f} s")
+            yield repository
 
 
 def status_kb(field: str) -> int:
@@ -118,16 +162,26 @@ async def drain(app: Litestar, path: str, query: str) -> tuple[int, int]:
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--points", type=int, default=259_200)
+    parser.add_argument("--backend", choices=("memory", "dynalite"), default="memory")
     args = parser.parse_args()
     clock = FakeClock(NOW_MS)
     store = MemoryStore()
     devices = MemoryDeviceRepository(store, clock)
-    service = TrackService(MemoryLocationRepository(store), devices, clock, ttl_days=365)
-    app = create_app(service, Metrics(), FleetSnapshot(devices, clock, refresh_s=3600))
-    fill(store, "bus-1", args.points)
+    locations = (
+        memory_locations(store, args.points)
+        if args.backend == "memory"
+        else dynalite_locations(args.points)
+    )
+    async with locations as repository:
+        service = TrackService(repository, devices, clock, ttl_days=365)
+        app = create_app(service, Metrics(), FleetSnapshot(devices, clock, refresh_s=3600))
+        await measure(app, args.points, args.backend)
+
+
+async def measure(app: Litestar, points: int, backend: str) -> None:
     await drain(app, "/locations/bus-1", "format=csv&end_time=0")  # warm up
     print(f"machine: {platform.machine()} {platform.processor() or ''}")
-    print(f"{args.points} locations of one device")
+    print(f"{points} locations of one device, {backend} backend")
     print(f"{'query':32} {'locations/s':>12} {'MB/s':>8} {'body MB':>8} {'peak RSS +MB':>13}")
     for query in FORMATS:
         before = status_kb("VmRSS")
@@ -137,7 +191,7 @@ async def main() -> None:
         seconds = time.perf_counter() - started
         peak = status_kb("VmHWM" if peak_known else "VmRSS")
         assert status == 200, status
-        count = 1000 if query.startswith("format=json") else args.points
+        count = 1000 if query.startswith("format=json") else points
         print(
             f"{query:32} {count / seconds:12,.0f} {size / seconds / 1e6:8.1f} "
             f"{size / 1e6:8.1f} {(peak - before) / 1024:13.1f}"

@@ -10,6 +10,7 @@ arrives late between the passes is left out, never misplaced.
 
 from __future__ import annotations
 
+import asyncio
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -100,7 +101,8 @@ async def kept_timestamps(
         if page.next_token is None:
             break
         page_query = msgspec.structs.replace(page_query, token=page.next_token)
-    kept = simplification.kept(Columns(lats, lons))
+    # Seconds of CPU for a long or unkind track: in a thread, so the event loop keeps serving.
+    kept = await asyncio.to_thread(simplification.kept, Columns(lats, lons))
     return KeptTimestamps(array("q", map(stamps.__getitem__, kept)), query.order)
 
 
