@@ -26,8 +26,9 @@ from trackstore.dynamodb.tables import devices_table, ensure_table, locations_ta
 from trackstore.errors import UNAVAILABLE, Error
 
 # trackstore.aws.client_config: retries {"mode": "standard", "max_attempts": 3}, where botocore
-# counts retries: the first attempt and three more.
-BOTOCORE_ATTEMPTS = 4
+# counts retries: the first attempt and three more; before them, trackstore.aws_direct's straight
+# attempt at a hot call.
+BOTOCORE_ATTEMPTS = 4 + 1
 
 
 @pytest.fixture

@@ -8,16 +8,26 @@ from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import msgspec
 from aiobotocore.config import AioConfig
 from botocore.exceptions import ClientError
 
 from trackstore import aws
-from trackstore.aws import TracedClient, answer_decoder, aws_session, client_config
+from trackstore.aws import (
+    JsonBodySerializer,
+    TracedClient,
+    answer_decoder,
+    aws_session,
+    client_config,
+)
+from trackstore.aws_direct import DirectClient
 from trackstore.errors import INVALID, Error
 from trackstore.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+# Sent straight (trackstore.aws_direct): the calls of every batch the consumer stores and of
+# every DynamoDB read `serve` answers.
+HOT_OPERATIONS = ("GetItem", "Query", "BatchWriteItem", "BatchGetItem", "UpdateItem", "PutItem")
 
 
 @asynccontextmanager
@@ -34,34 +44,12 @@ async def dynamodb_client(
     ) as client:
         client._serializer = JsonBodySerializer(client._serializer)
         client.meta.events.register("before-parse.dynamodb.*", decode_json_body)
-        yield TracedClient(client, "DynamoDB", metrics)
-
-
-class JsonBodySerializer:
-    """botocore's request serializer for DynamoDB with the JSON body encoded by msgspec.
-
-    botocore walks the API model for every value it validates and serializes: ~80 us per
-    location item in a BatchWriteItem, three times what building the item costs (see
-    docs/benchmarks.md). Our requests hold only what JSON holds as is (strings, numbers as
-    strings, maps, lists, booleans), where that walk changes nothing, so the body is encoded
-    straight from the parameters; botocore still makes the envelope (method, target header).
-    DynamoDB validates every request itself, so the client-side check is off too.
-    """
-
-    def __init__(self, serializer: Any) -> None:
-        self._serializer = serializer
-
-    def serialize_to_request(self, parameters: dict[str, Any], operation_model: Any) -> Any:
-        request = self._serializer.serialize_to_request({}, operation_model)
-        request["body"] = _encode(parameters)
-        return request
+        yield TracedClient(DirectClient(client, HOT_OPERATIONS), "DynamoDB", metrics)
 
 
 # Unlike botocore's, the answer keeps timestamps (DescribeTable's CreationDateTime) as epoch
 # numbers and binary attributes as base64: nothing in TrackStore reads either.
 decode_json_body = answer_decoder()
-
-_encode = msgspec.json.Encoder().encode
 
 
 def translate(exc: Exception, what: str) -> Error:

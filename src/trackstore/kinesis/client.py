@@ -9,12 +9,25 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from aiobotocore.config import AioConfig
 from botocore.exceptions import ClientError
 
 from trackstore import aws
-from trackstore.aws import TracedClient, answer_decoder, aws_session, client_config, error_code
+from trackstore.aws import (
+    JsonBodySerializer,
+    TracedClient,
+    answer_decoder,
+    aws_session,
+    client_config,
+    error_code,
+)
+from trackstore.aws_direct import DirectClient
 from trackstore.errors import Error
 from trackstore.metrics import Metrics
+
+# Sent straight (trackstore.aws_direct): every batch the consumer reads, every put of the
+# simulator and the dead-letter stream.
+HOT_OPERATIONS = ("GetRecords", "PutRecords")
 
 
 def translate(exc: Exception, what: str) -> Error:
@@ -27,11 +40,19 @@ async def kinesis_client(
 ) -> AsyncIterator[Any]:
     """A traced Kinesis client; without `endpoint_url`, botocore's AWS_ENDPOINT_URL(_KINESIS) or
     AWS itself."""
+    config = client_config().merge(AioConfig(parameter_validation=False))
     async with aws_session().create_client(
-        "kinesis", region_name=region, endpoint_url=endpoint_url, config=client_config()
+        "kinesis", region_name=region, endpoint_url=endpoint_url, config=config
     ) as client:
+        client._serializer = JsonBodySerializer(client._serializer)
         client.meta.events.register("before-parse.kinesis.GetRecords", decode_get_records)
-        yield TracedClient(client, "Kinesis", metrics)
+        client.meta.events.register("before-parse.kinesis.PutRecords", decode_put_records)
+        direct = DirectClient(
+            client,
+            HOT_OPERATIONS,
+            {"GetRecords": _as_botocore_reads_them, "PutRecords": _without_nulls},
+        )
+        yield TracedClient(direct, "Kinesis", metrics)
 
 
 def _as_botocore_reads_them(answer: dict[str, Any]) -> None:
@@ -44,6 +65,18 @@ def _as_botocore_reads_them(answer: dict[str, Any]) -> None:
 
 
 decode_get_records = answer_decoder(_as_botocore_reads_them)
+
+
+def _without_nulls(answer: dict[str, Any]) -> None:
+    """PutRecords' results without the null ErrorCode/ErrorMessage some servers send for records
+    that were stored (kinesis-local does): botocore's parser leaves nulls out, and a result with
+    an ErrorCode is a refused record."""
+    for result in answer.get("Records", ()):
+        for key in [key for key, value in result.items() if value is None]:
+            del result[key]
+
+
+decode_put_records = answer_decoder(_without_nulls)
 
 
 async def ensure_stream(client: Any, name: str, shards: int, timeout_s: float = 300.0) -> bool:
