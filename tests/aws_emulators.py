@@ -13,9 +13,11 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 EMULATORS_DIR = Path(__file__).parent / "emulators"
 DUMMY_CREDENTIALS = {
@@ -102,8 +104,22 @@ def localstack() -> Iterator[str]:
 
 @contextlib.contextmanager
 def moto_server() -> Iterator[str]:
+    from moto.moto_server import threaded_moto_server
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
     from moto.server import ThreadedMotoServer
 
+    class OneRequestAtATime(DomainDispatcherApplication):  # type: ignore[misc]
+        """moto checks a condition and applies the write in separate Python steps, and its server
+        runs each request in a thread of its own: two conditional writes at once could both pass
+        one condition, which DynamoDB never lets happen. One request at a time here."""
+
+        one_at_a_time = threading.Lock()
+
+        def __call__(self, environ: Any, start_response: Any) -> Any:
+            with self.one_at_a_time:
+                return super().__call__(environ, start_response)
+
+    threaded_moto_server.DomainDispatcherApplication = OneRequestAtATime
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

@@ -16,7 +16,9 @@ directly:
   SigV4Auth) with the client's current credentials (refreshed as the client refreshes them),
   amz-sdk-invocation-id and amz-sdk-request as botocore's retry handler adds them, and
   Accept-Encoding: identity as aiobotocore does;
-- over the client's aiohttp session, so the same pool, proxy, TLS context and timeouts.
+- on keep-alive connections of its own (trackstore.aws_http: aiohttp alone costs more than the
+  target for a whole call) with the client's TLS context, timeouts and pool size; through a
+  proxy, nothing is sent straight.
 
 A 200 whose body passes DynamoDB's CRC32 check is decoded with msgspec and given the
 ResponseMetadata botocore gives. An error botocore would not retry (a failed condition, a bad
@@ -34,6 +36,7 @@ included, at a frozen clock) and the answers with plain aiobotocore for every op
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import uuid
 import zlib
@@ -44,8 +47,8 @@ from typing import Any
 import msgspec
 from botocore.exceptions import ClientError
 from botocore.retries.standard import ThrottledRetryableChecker, TransientRetryableChecker
-from yarl import URL
 
+from trackstore.aws_http import EndpointConnections
 from trackstore.aws_sigv4 import RouteSigner
 
 _encode = msgspec.json.Encoder().encode
@@ -53,12 +56,10 @@ _decode = msgspec.json.Decoder(dict[str, Any]).decode
 
 
 class _Route(msgspec.Struct, frozen=True):
-    url: str
-    yarl_url: URL
+    host: str
     signer: RouteSigner
     extra_headers: dict[str, str]
-    proxy: str | None
-    proxy_headers: dict[str, str]
+    connections: EndpointConnections | None  # None through a proxy
 
 
 class DirectClient:
@@ -80,10 +81,16 @@ class DirectClient:
         self._content_type = f"application/x-amz-json-{model.metadata['jsonVersion']}"
         self._check_crc32 = model.service_name == "dynamodb"
         self._routes: dict[str, _Route] = {}
+        self._connections: dict[str, EndpointConnections] = {}
         config = client.meta.config
         self._user_agent = config.user_agent
         self.direct_calls = 0  # sent straight and answered 200
         self.handed_over = 0  # handed to aiobotocore
+
+    def close(self) -> None:
+        """Closes the connections kept for the calls sent straight."""
+        for connections in self._connections.values():
+            connections.close()
 
     def __getattr__(self, name: str) -> Any:
         operation = self._operations.get(name)
@@ -112,23 +119,13 @@ class DirectClient:
         headers["amz-sdk-invocation-id"] = str(uuid.uuid4())
         headers["amz-sdk-request"] = "attempt=1"
         headers["Accept-Encoding"] = "identity"
-        http_session = self._client._endpoint.http_session
+        if route.connections is None:  # through a proxy: aiobotocore's business
+            return await self._hand_over(method, params, tried=False)
+        headers["Host"] = route.host
+        headers["Content-Length"] = str(len(body))
+        headers["Accept"] = "*/*"
         try:
-            session = await http_session._get_session(route.proxy)
-            async with session.request(
-                "POST",
-                url=route.yarl_url,
-                headers=headers,
-                data=body,
-                proxy=route.proxy,
-                proxy_headers=route.proxy_headers,
-            ) as response:
-                status = response.status
-                raw = await response.read()
-                answer_headers = {
-                    k.decode("latin-1").lower(): v.decode("latin-1")
-                    for k, v in response.raw_headers
-                }
+            status, answer_headers, raw = await route.connections.post(headers, body)
         except Exception:  # unreachable, timed out, closed: botocore's retries and errors
             return await self._hand_over(method, params)
         if status != 200 and status < 500:
@@ -221,18 +218,29 @@ class DirectClient:
             model, params, context
         )
         scheme = ((properties or {}).get("authSchemes") or [{}])[0]
-        proxy_config = client._endpoint.http_session._proxy_config
-        route = _Route(
-            url=url,
-            yarl_url=URL(url, encoded=True),
-            signer=RouteSigner(
+        signer = RouteSigner(
+            url,
+            scheme.get("signingName", client.meta.service_model.signing_name),
+            scheme.get("signingRegion", client.meta.region_name),
+        )
+        http_session = client._endpoint.http_session
+        connections = None
+        if not http_session._proxy_config.proxy_url_for(url):
+            # aiobotocore's own TLS context: the same verification, the same client certificate.
+            ssl_context, _ = await asyncio.to_thread(http_session._build_ssl_contexts, None)
+            connections = self._connections.get(url) or EndpointConnections(
                 url,
-                scheme.get("signingName", client.meta.service_model.signing_name),
-                scheme.get("signingRegion", client.meta.region_name),
-            ),
+                ssl_context,
+                http_session._max_pool_connections,
+                http_session._timeout.sock_connect,
+                http_session._timeout.sock_read,
+            )
+            self._connections[url] = connections
+        route = _Route(
+            host=signer.host,
+            signer=signer,
             extra_headers=dict(extra_headers or {}),
-            proxy=proxy_config.proxy_url_for(url),
-            proxy_headers=proxy_config.proxy_headers_for(url),
+            connections=connections,
         )
         self._routes[operation] = route
         return route

@@ -26,11 +26,11 @@ _UNSIGNED = frozenset(botocore.auth.SIGNED_HEADERS_BLACKLIST)
 class RouteSigner:
     """Signs POSTs to one URL for one service and region."""
 
-    __slots__ = ("_host", "_keys", "_path", "_region", "_scope_tail", "_service")
+    __slots__ = ("_keys", "_path", "_region", "_scope_tail", "_service", "host")
 
     def __init__(self, url: str, service: str, region: str) -> None:
         self._path = quote(normalize_url_path(urlsplit(url).path), safe="/~")
-        self._host = botocore.auth._host_from_url(url)
+        self.host = botocore.auth._host_from_url(url)  # the Host header, as botocore signs it
         self._service = service
         self._region = region
         self._scope_tail = f"/{region}/{service}/aws4_request"
@@ -55,7 +55,7 @@ class RouteSigner:
             lower = name.lower()
             if lower not in _UNSIGNED:
                 signed[lower] = " ".join(value.split())
-        signed.setdefault("host", self._host)
+        signed.setdefault("host", self.host)
         names = sorted(signed)
         signed_names = ";".join(names)
         canonical = "\n".join(

@@ -45,6 +45,8 @@ class Stub:
     port: int
     answers: list[tuple[int, bytes, int | None]] = field(default_factory=list)
     seen: list[Seen] = field(default_factory=list)
+    hang_up: bool = False  # close each connection after its answer, without saying so
+    chunked: bool = False  # send answers chunked, without a Content-Length
 
     @property
     def url(self) -> str:
@@ -68,16 +70,24 @@ class Stub:
                 status, answer, crc32 = (
                     self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
                 )
+                framing = (
+                    "Transfer-Encoding: chunked\r\n"
+                    if self.chunked
+                    else f"Content-Length: {len(answer)}\r\n"
+                )
+                payload = f"{len(answer):x}\r\n".encode() + answer + b"\r\n0\r\n\r\n"
                 writer.write(
                     (
                         f"HTTP/1.1 {status} X\r\nContent-Type: application/x-amz-json-1.0\r\n"
-                        f"Content-Length: {len(answer)}\r\n"
-                        f"x-amzn-RequestId: REQ{len(self.seen)}\r\n"
+                        f"{framing}x-amzn-RequestId: REQ{len(self.seen)}\r\n"
                         f"x-amz-crc32: {zlib.crc32(answer) if crc32 is None else crc32}\r\n\r\n"
                     ).encode()
-                    + answer
+                    + (payload if self.chunked else answer)
                 )
                 await writer.drain()
+                if self.hang_up:
+                    writer.close()
+                    return
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
 
@@ -351,3 +361,29 @@ async def test_credentials_are_refreshed_before_signing(stub: Stub) -> None:
     assert refreshed == 2
     assert "Credential=AKIDREFRESHED2/" in stub.seen[-1].headers["authorization"]
     assert stub.seen[-1].headers["x-amz-security-token"] == "token-2"
+
+
+async def test_a_connection_the_server_closed_while_idle_costs_nothing_but_a_new_one(
+    stub: Stub,
+) -> None:
+    params, answer = DYNAMODB_CALLS["get_item"]
+    stub.answer(200, answer)
+    stub.hang_up = True
+    async with dynamodb_client("eu-west-1", endpoint_url=stub.url) as traced:
+        answers = [await traced.get_item(**params) for _ in range(5)]
+
+    assert all(got["Item"] == answer["Item"] for got in answers)
+    # Each call after the first may find its idle connection closed: then aiobotocore sends it.
+    assert traced._client.direct_calls + traced._client.handed_over == 5
+    assert traced._client.direct_calls >= 1
+
+
+async def test_an_answer_without_a_length_is_left_to_aiobotocore(stub: Stub) -> None:
+    params, answer = DYNAMODB_CALLS["query"]
+    stub.answer(200, answer)
+    stub.chunked = True
+    async with dynamodb_client("eu-west-1", endpoint_url=stub.url) as traced:
+        got = await traced.query(**params)
+
+    assert got["Items"] == answer["Items"]
+    assert traced._client.handed_over == 1

@@ -44,7 +44,11 @@ async def dynamodb_client(
     ) as client:
         client._serializer = JsonBodySerializer(client._serializer)
         client.meta.events.register("before-parse.dynamodb.*", decode_json_body)
-        yield TracedClient(DirectClient(client, HOT_OPERATIONS), "DynamoDB", metrics)
+        direct = DirectClient(client, HOT_OPERATIONS)
+        try:
+            yield TracedClient(direct, "DynamoDB", metrics)
+        finally:
+            direct.close()
 
 
 # Unlike botocore's, the answer keeps timestamps (DescribeTable's CreationDateTime) as epoch

@@ -52,7 +52,10 @@ async def kinesis_client(
             HOT_OPERATIONS,
             {"GetRecords": _as_botocore_reads_them, "PutRecords": _without_nulls},
         )
-        yield TracedClient(direct, "Kinesis", metrics)
+        try:
+            yield TracedClient(direct, "Kinesis", metrics)
+        finally:
+            direct.close()
 
 
 def _as_botocore_reads_them(answer: dict[str, Any]) -> None:
