@@ -1,6 +1,7 @@
 """The frameworks' floor: how many requests/s Litestar and FastAPI serve on uvicorn (uvloop,
 httptools, no access log) when the handler does nothing but return one small constant location,
-beside TrackStore's real `latest` endpoint, all on the same core under the same wrk load.
+the same Litestar app on granian (HTTP/1, one worker, uvloop), and TrackStore's real `latest`
+endpoint, all on the same core under the same wrk load.
 
     .venv-bench/bin/python benchmarks/api_floor.py
 
@@ -53,6 +54,15 @@ app = Litestar([latest], logging_config=None)
 uvicorn.run(app, port=int(sys.argv[1]), loop="uvloop", http="httptools", access_log=False,
             log_level="warning", proxy_headers=False, server_header=False)
 """
+# The same Litestar app for granian (a Rust HTTP server), which imports it by module path.
+LITESTAR_MODULE = """
+from litestar import Litestar, get
+LOCATION = {location!r}
+@get("/locations/{{device_id:str}}/latest")
+async def latest(device_id: str) -> dict:
+    return {{**LOCATION, "deviceId": device_id}}
+app = Litestar([latest], logging_config=None)
+"""
 FASTAPI_APP = """
 import sys, uvicorn
 from fastapi import FastAPI
@@ -77,8 +87,13 @@ def main() -> None:
     script = logdir / "rotate.lua"
     script.write_text(WRK_SCRIPT)
     template = ENDPOINTS["latest"]
+    (logdir / "floor_app.py").write_text(LITESTAR_MODULE.format(location=LOCATION))
+    granian = [str(BIN / "granian"), "--interface", "asgi", "--host", "127.0.0.1"]
+    granian += ["--loop", "uvloop", "--http", "1", "--workers", "1", "--no-ws"]
+    granian += ["--log-level", "warning", "--working-dir", str(logdir), "--port"]
     sides = {
         "Litestar floor": [sys.executable, "-c", LITESTAR_APP.format(location=LOCATION)],
+        "Litestar granian": granian,
         "FastAPI floor": [sys.executable, "-c", FASTAPI_APP.format(location=LOCATION)],
         "TrackStore latest": [str(BIN / "trackstore"), "serve", "--port"],
     }
@@ -95,6 +110,8 @@ def main() -> None:
                     "--seed-points",
                     "100",
                 ]
+            elif name.endswith("granian"):
+                argv = [*argv, str(port), "floor_app:app"]
             else:
                 argv = [*argv, str(port)]
             env = {"TRACKSTORE_BACKEND": "memory", "LOG_LEVEL": "WARNING"}
