@@ -101,9 +101,14 @@ class DirectClient:
     async def _call(self, operation: str, method: str, **params: Any) -> Any:
         if _names_an_arn(params):  # endpoint rules may route by the ARN's account: botocore's
             return await self._hand_over(method, params, tried=False)
-        route = self._routes.get(operation) or await self._route(operation, params)
+        try:
+            route = self._routes.get(operation) or await self._route(operation, params)
+            credentials = await self._credentials()
+        except Exception:  # no region, no credentials, a refresh that fails: botocore says it
+            return await self._hand_over(method, params, tried=False)
+        if credentials is None:
+            return await self._hand_over(method, params, tried=False)
         body = _encode(params)
-        credentials = await self._credentials()
         headers = route.signer.sign(
             {
                 "X-Amz-Target": f"{self._target}.{operation}",
@@ -197,6 +202,8 @@ class DirectClient:
         """The client's credentials, frozen; refreshed first when they are about to expire
         (aiobotocore's refreshable credentials refresh inside get_frozen_credentials)."""
         credentials = self._client._request_signer._credentials
+        if credentials is None:
+            return None
         frozen = credentials.get_frozen_credentials()
         if inspect.isawaitable(frozen):
             frozen = await frozen

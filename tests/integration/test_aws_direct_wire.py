@@ -17,7 +17,7 @@ import botocore.auth
 import msgspec
 import pytest
 from aiobotocore.credentials import AioRefreshableCredentials
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
 from tests.aws_emulators import free_port
 from trackstore.aws_direct import DirectClient
@@ -387,3 +387,15 @@ async def test_an_answer_without_a_length_is_left_to_aiobotocore(stub: Stub) -> 
 
     assert got["Items"] == answer["Items"]
     assert traced._client.handed_over == 1
+
+
+async def test_without_credentials_the_error_is_aiobotocores(stub: Stub) -> None:
+    params, answer = DYNAMODB_CALLS["get_item"]
+    stub.answer(200, answer)
+    async with dynamodb_client("eu-west-1", endpoint_url=stub.url) as traced:
+        # What a client gets where the chain found none (the session caches what it found).
+        traced._client._client._request_signer._credentials = None
+        with pytest.raises(NoCredentialsError):
+            await traced.get_item(**params)
+
+    assert stub.seen == []  # nothing unsigned went out
