@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from trackstore.clock import FakeClock
 from trackstore.domain import DeviceActivity, DeviceStatus, Location
-from trackstore.geo import parse_area, parse_bbox, parse_near
+from trackstore.geo import parse_bbox, parse_near
+from trackstore.geo_areas import parse_area
 from trackstore.memory import MemoryDeviceRepository, MemoryStore
 from trackstore.snapshot import FleetFilter, FleetSnapshot
 

@@ -26,7 +26,8 @@ import msgspec
 
 from trackstore.domain import ACTIVE_WINDOW_MS, Device, DeviceStatus, Page, check_limit
 from trackstore.errors import INVALID, UNAVAILABLE, Error
-from trackstore.geo import EARTH_RADIUS_M, Area, BBox, Circle
+from trackstore.geo import EARTH_RADIUS_M, BBox, Circle
+from trackstore.geo_areas import Area
 from trackstore.paging import decode_token, encode_token, key_field
 from trackstore.ports import Clock, DeviceRepository
 

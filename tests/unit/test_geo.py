@@ -25,16 +25,14 @@ from hypothesis import strategies as st
 from trackstore.errors import INVALID, Error
 from trackstore.geo import (
     EARTH_RADIUS_M,
-    MAX_AREA_VERTICES,
     MAX_RADIUS_M,
-    Area,
     BBox,
     Circle,
     haversine_m,
-    parse_area,
     parse_bbox,
     parse_near,
 )
+from trackstore.geo_areas import MAX_AREA_VERTICES, Area, parse_area
 
 # database=None: no .hypothesis/ directory in the work tree; a failure prints its example.
 PROPERTY = settings(

@@ -424,6 +424,7 @@ CORE_MODULES = (
         "clock",
         "leasing",
         "geo",
+        "geo_areas",
         "snapshot",
         "trips",
         "track_formats",

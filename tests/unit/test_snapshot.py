@@ -12,7 +12,8 @@ from tests.helpers import MINUTE_MS, NOW_MS, SECOND_MS, activity, location
 from trackstore.clock import FakeClock
 from trackstore.domain import ACTIVE_WINDOW_MS, Device, DeviceStatus
 from trackstore.errors import INVALID, UNAVAILABLE, Error
-from trackstore.geo import parse_area, parse_bbox, parse_near
+from trackstore.geo import parse_bbox, parse_near
+from trackstore.geo_areas import parse_area
 from trackstore.memory import MemoryDeviceRepository, MemoryStore
 from trackstore.snapshot import RECENT_REFRESHES, FleetFilter, FleetSnapshot
 

@@ -14,7 +14,7 @@ from litestar.params import RawBody
 
 from trackstore.domain import MAX_METADATA_BYTES, MAX_NAME_LENGTH
 from trackstore.errors import INVALID, Error
-from trackstore.geo import MAX_AREA_VERTICES, parse_area
+from trackstore.geo_areas import MAX_AREA_VERTICES, parse_area
 from trackstore.service import TrackService
 from trackstore.snapshot import FleetSnapshot
 from trackstore.web.fleet_filters import (

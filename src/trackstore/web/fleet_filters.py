@@ -9,7 +9,8 @@ from litestar.params import QueryParameter
 
 from trackstore.domain import DeviceStatus, check_device_id
 from trackstore.errors import INVALID, Error
-from trackstore.geo import Area, parse_bbox, parse_near
+from trackstore.geo import parse_bbox, parse_near
+from trackstore.geo_areas import Area
 from trackstore.snapshot import FleetFilter, Placed
 from trackstore.web.wire import DevicesOut, listed_out
 

@@ -9,31 +9,22 @@ answers: its reports are empty (days of zeros), not a 404.
 from __future__ import annotations
 
 import asyncio
-import csv
-import datetime
-import io
-import math
-import re
-from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
-from typing import Annotated, TypeVar
+from typing import TypeVar
 
-import msgspec
 from litestar import Response, get
 from litestar.di import NamedDependency
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, Schema
 from litestar.openapi.spec.enums import OpenAPIType
-from litestar.params import QueryParameter
 from litestar.types import ControllerRouterHandler
 
 from trackstore.domain import MAX_PAGE_SIZE, HistoryQuery, Location, Order
-from trackstore.errors import INVALID, UNAVAILABLE, Error
+from trackstore.errors import UNAVAILABLE, Error
 from trackstore.service import REQUEST_DEADLINE_S, TrackService
 from trackstore.timefmt import DAY_MS, HOUR_MS, format_ms
 from trackstore.trips import (
     DEFAULT_MAX_SPEED_KMH,
-    DEFAULT_STOP_MIN_DURATION_MS,
-    DEFAULT_STOP_RADIUS_M,
     GAP_MS,
     IDLE_SPEED_KMH,
     DaySummaries,
@@ -44,165 +35,37 @@ from trackstore.trips import (
 )
 from trackstore.web.params import DeviceId, EndTime, StartTime, time_param
 from trackstore.web.problems import BAD_DEVICE, STORE_DOWN, problem_specs
-from trackstore.web.wire import IsoTime
+from trackstore.web.report_params import (
+    CSV_MEDIA_TYPE,
+    DEFAULT_REPORT_WINDOW_MS,
+    MAX_REPORT_DAYS,
+    MAX_SPEED_LIMIT_KMH,
+    Date,
+    Format,
+    MaxSpeed,
+    MinDuration,
+    Radius,
+    SummaryEnd,
+    SummaryStart,
+    csv_param,
+    itinerary_params,
+    number_param,
+    summary_days,
+)
+from trackstore.web.report_wire import (
+    DayOut,
+    StopOut,
+    StopsOut,
+    SummaryOut,
+    TripOut,
+    TripsOut,
+    csv_response,
+    day_out,
+    stop_out,
+    trip_out,
+)
 
-MAX_REPORT_DAYS = 31
-MAX_REPORT_WINDOW_MS = MAX_REPORT_DAYS * DAY_MS
-DEFAULT_REPORT_WINDOW_MS = 24 * HOUR_MS
-MAX_RADIUS_M = 10_000.0
-MAX_MIN_DURATION_S = 86_400
-MAX_SPEED_LIMIT_KMH = 2_000.0
-CSV_MEDIA_TYPE = "text/csv"
 T = TypeVar("T")
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
-
-# -- parameters -----------------------------------------------------------------------------------
-
-Date = Annotated[
-    str | None,
-    QueryParameter(
-        description="A UTC day, YYYY-MM-DD; not with start_time or end_time. Without any of "
-        "them: today (UTC)",
-    ),
-]
-SummaryStart = Annotated[
-    str | None,
-    QueryParameter(
-        description="With end_time instead of date: the summary covers every UTC day the window "
-        f"touches (at most {MAX_REPORT_DAYS}), each day whole. ISO-8601 date-time with a UTC "
-        "offset (encode '+' as %2B) or epoch seconds or milliseconds; default: end_time's day",
-    ),
-]
-SummaryEnd = Annotated[
-    str | None,
-    QueryParameter(description="The window's end, as start_time; default: now"),
-]
-MaxSpeed = Annotated[
-    str | None,
-    QueryParameter(
-        description="km/h: a step between two fixes implying more is a GPS jump, skipped and "
-        f"counted; a number above 0, at most {MAX_SPEED_LIMIT_KMH:g}; default "
-        f"{DEFAULT_MAX_SPEED_KMH:g}",
-    ),
-]
-Radius = Annotated[
-    str | None,
-    QueryParameter(
-        description="Metres: a stop keeps within this distance of its first fix; a number above "
-        f"0, at most {MAX_RADIUS_M:g}; default {DEFAULT_STOP_RADIUS_M:g}",
-    ),
-]
-MinDuration = Annotated[
-    str | None,
-    QueryParameter(
-        description="Seconds a device must stay within radius_m for a stop; an integer 1.."
-        f"{MAX_MIN_DURATION_S}; default {DEFAULT_STOP_MIN_DURATION_MS // 1000}",
-    ),
-]
-Format = Annotated[
-    str | None,
-    QueryParameter(
-        name="format",
-        enum=["json", "csv"],
-        description="'json' (the default) or 'csv' (RFC 4180, a header row, ISO-8601 times)",
-    ),
-]
-
-
-def _shorten(text: str, limit: int = 64) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def date_param(text: str) -> int:
-    """`YYYY-MM-DD` to days since the epoch."""
-    try:
-        if not _DATE.fullmatch(text):
-            raise ValueError
-        day = datetime.date.fromisoformat(text)
-    except ValueError:
-        raise Error(
-            INVALID, f"date must be a UTC day as YYYY-MM-DD, got {_shorten(text)!r}"
-        ) from None
-    return day.toordinal() - _EPOCH_ORDINAL
-
-
-def number_param(name: str, text: str | None, default: float, maximum: float) -> float:
-    """A number above 0 and at most `maximum`."""
-    if text is None:
-        return default
-    stripped = text.strip()
-    try:
-        number = float(stripped)
-    except ValueError:
-        number = math.nan
-    if "_" in stripped or not math.isfinite(number) or not 0.0 < number <= maximum:
-        raise Error(
-            INVALID,
-            f"{name} must be a number above 0 and at most {maximum:g}, got {_shorten(stripped)!r}",
-        )
-    return number
-
-
-def seconds_param(name: str, text: str | None, default: int, maximum: int) -> int:
-    if text is None:
-        return default
-    digits = text.strip()
-    plain = digits.isascii() and digits.isdigit() and len(digits) <= 6
-    number = int(digits) if plain else -1
-    if not 1 <= number <= maximum:
-        raise Error(INVALID, f"{name} must be an integer 1..{maximum}, got {_shorten(digits)!r}")
-    return number
-
-
-def csv_param(text: str | None) -> bool:
-    """True for CSV."""
-    if text is None or text == "json":
-        return False
-    if text == "csv":
-        return True
-    raise Error(INVALID, f"format must be 'json' or 'csv', got {_shorten(text)!r}")
-
-
-def summary_days(day: str | None, start: int | None, end: int | None, now: int) -> tuple[int, int]:
-    """The first and last UTC day (days since the epoch) a summary covers."""
-    if day is not None:
-        if start is not None or end is not None:
-            raise Error(INVALID, "give either date or start_time/end_time, not both")
-        first = date_param(day)
-        return first, first
-    if start is None and end is None:
-        return now // DAY_MS, now // DAY_MS
-    last_ms = now if end is None else end
-    first_ms = last_ms if start is None else start
-    if first_ms > last_ms:
-        raise Error(INVALID, "start_time is after end_time")
-    first, last = first_ms // DAY_MS, last_ms // DAY_MS
-    if last - first + 1 > MAX_REPORT_DAYS:
-        raise Error(
-            INVALID,
-            f"a summary covers at most {MAX_REPORT_DAYS} UTC days: give start_time and end_time "
-            "closer together (end_time defaults to now)",
-        )
-    return first, last
-
-
-def report_window(start: int | None, end: int | None, now: int) -> tuple[int, int]:
-    """A stops or trips window: by default the last 24 hours; at most 31 days."""
-    until = now if end is None else end
-    since = until - DEFAULT_REPORT_WINDOW_MS if start is None else start
-    if since > until:
-        raise Error(INVALID, "start_time is after end_time")
-    if until - since > MAX_REPORT_WINDOW_MS:
-        raise Error(
-            INVALID,
-            f"a window spans at most {MAX_REPORT_DAYS} days: give start_time and end_time "
-            "closer together (end_time defaults to now)",
-        )
-    return since, until
-
-
-# -- reading the history --------------------------------------------------------------------------
 
 
 async def history(
@@ -272,6 +135,13 @@ async def compute_summaries(
     return days + summaries.finish()
 
 
+async def _itinerary(
+    service: TrackService, device_id: str, start: int, end: int, rules: Itinerary
+) -> list[Stop | Trip]:
+    """Stops and trips in [start, end], within the request deadline."""
+    return await _within_deadline(compute_itinerary(service, device_id, start, end, rules))
+
+
 async def compute_itinerary(
     service: TrackService,
     device_id: str,
@@ -286,140 +156,6 @@ async def compute_itinerary(
 
 
 # -- the answers ----------------------------------------------------------------------------------
-
-
-class _Out(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
-    pass
-
-
-class DayOut(_Out, frozen=True):
-    """One UTC day. Distances in metres, durations in seconds, speeds in km/h."""
-
-    date: str
-    fixes: int
-    first_fix: IsoTime | None
-    last_fix: IsoTime | None
-    distance_m: float
-    moving_s: float
-    idle_s: float
-    max_speed_kmh: float | None
-    avg_moving_speed_kmh: float | None
-    gaps: int
-    gap_s: float
-    jumps_skipped: int
-
-
-class SummaryOut(_Out, frozen=True):
-    device_id: str
-    start: IsoTime  # the first day's first millisecond
-    end: IsoTime  # the last day's last millisecond
-    max_speed_kmh: float
-    days: list[DayOut]
-
-
-class StopOut(_Out, frozen=True):
-    arrival: IsoTime
-    departure: IsoTime
-    duration_s: float
-    latitude: float
-    longitude: float
-    fixes: int
-
-
-class StopsOut(_Out, frozen=True):
-    device_id: str
-    start: IsoTime
-    end: IsoTime
-    radius_m: float
-    min_duration_s: int
-    stops: list[StopOut]
-
-
-class TripOut(_Out, frozen=True):
-    start: IsoTime
-    end: IsoTime
-    duration_s: float
-    start_latitude: float
-    start_longitude: float
-    end_latitude: float
-    end_longitude: float
-    distance_m: float
-    max_speed_kmh: float | None
-    avg_speed_kmh: float | None
-    fixes: int
-    jumps_skipped: int
-
-
-class TripsOut(_Out, frozen=True):
-    device_id: str
-    start: IsoTime
-    end: IsoTime
-    radius_m: float
-    min_duration_s: int
-    max_speed_kmh: float
-    trips: list[TripOut]
-
-
-def _r(value: float | None, digits: int) -> float | None:
-    return None if value is None else round(value, digits)
-
-
-def day_out(day: DaySummary) -> DayOut:
-    return DayOut(
-        date=day.date,
-        fixes=day.fixes,
-        first_fix=None if day.first_fix is None else format_ms(day.first_fix),
-        last_fix=None if day.last_fix is None else format_ms(day.last_fix),
-        distance_m=round(day.distance_m, 1),
-        moving_s=day.moving_ms / 1000,
-        idle_s=day.idle_ms / 1000,
-        max_speed_kmh=_r(day.max_speed_kmh, 2),
-        avg_moving_speed_kmh=_r(day.avg_moving_speed_kmh, 2),
-        gaps=day.gaps,
-        gap_s=day.gap_ms / 1000,
-        jumps_skipped=day.jumps_skipped,
-    )
-
-
-def stop_out(stop: Stop) -> StopOut:
-    return StopOut(
-        arrival=format_ms(stop.arrival),
-        departure=format_ms(stop.departure),
-        duration_s=stop.duration_ms / 1000,
-        latitude=round(stop.latitude, 7),
-        longitude=round(stop.longitude, 7),
-        fixes=stop.fixes,
-    )
-
-
-def trip_out(trip: Trip) -> TripOut:
-    return TripOut(
-        start=format_ms(trip.start),
-        end=format_ms(trip.end),
-        duration_s=trip.duration_ms / 1000,
-        start_latitude=trip.start_latitude,
-        start_longitude=trip.start_longitude,
-        end_latitude=trip.end_latitude,
-        end_longitude=trip.end_longitude,
-        distance_m=round(trip.distance_m, 1),
-        max_speed_kmh=_r(trip.max_speed_kmh, 2),
-        avg_speed_kmh=_r(trip.avg_speed_kmh, 2),
-        fixes=trip.fixes,
-        jumps_skipped=trip.jumps_skipped,
-    )
-
-
-def csv_response(device_id: str, rows: Sequence[_Out], row_type: type[_Out]) -> Response[str]:
-    """RFC 4180: CRLF line ends, a header row of the JSON field names, a deviceId column first;
-    an empty cell for null."""
-    fields = [field.encode_name for field in msgspec.structs.fields(row_type)]
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(["deviceId", *fields])
-    for row in rows:
-        values: Iterable[object] = msgspec.structs.astuple(row)
-        writer.writerow([device_id, *("" if value is None else value for value in values)])
-    return Response(out.getvalue(), media_type=CSV_MEDIA_TYPE)
 
 
 @dataclass
@@ -534,12 +270,10 @@ async def device_stops(
     output: Format = None,
 ) -> StopsOut | Response[str]:
     as_csv = csv_param(output)
-    start, end, radius, min_s, _ = _itinerary_params(
+    start, end, radius, min_s, _ = itinerary_params(
         service, start_time, end_time, radius_m, min_duration_s, None
     )
-    found: list[Stop | Trip] = await _within_deadline(
-        compute_itinerary(service, device_id, start, end, Itinerary(radius, min_s * 1000))
-    )
+    found = await _itinerary(service, device_id, start, end, Itinerary(radius, min_s * 1000))
     rows = [stop_out(item) for item in found if isinstance(item, Stop)]
     if as_csv:
         return csv_response(device_id, rows, StopOut)
@@ -579,12 +313,10 @@ async def device_trips(
     output: Format = None,
 ) -> TripsOut | Response[str]:
     as_csv = csv_param(output)
-    start, end, radius, min_s, limit = _itinerary_params(
+    start, end, radius, min_s, limit = itinerary_params(
         service, start_time, end_time, radius_m, min_duration_s, max_speed_kmh
     )
-    found: list[Stop | Trip] = await _within_deadline(
-        compute_itinerary(service, device_id, start, end, Itinerary(radius, min_s * 1000, limit))
-    )
+    found = await _itinerary(service, device_id, start, end, Itinerary(radius, min_s * 1000, limit))
     rows = [trip_out(item) for item in found if isinstance(item, Trip)]
     if as_csv:
         return csv_response(device_id, rows, TripOut)
@@ -597,25 +329,6 @@ async def device_trips(
         max_speed_kmh=limit,
         trips=rows,
     )
-
-
-def _itinerary_params(
-    service: TrackService,
-    start_time: str | None,
-    end_time: str | None,
-    radius_m: str | None,
-    min_duration_s: str | None,
-    max_speed_kmh: str | None,
-) -> tuple[int, int, float, int, float]:
-    start, end = report_window(
-        time_param("start_time", start_time), time_param("end_time", end_time), service.now_ms()
-    )
-    radius = number_param("radius_m", radius_m, DEFAULT_STOP_RADIUS_M, MAX_RADIUS_M)
-    min_s = seconds_param(
-        "min_duration_s", min_duration_s, DEFAULT_STOP_MIN_DURATION_MS // 1000, MAX_MIN_DURATION_S
-    )
-    limit = number_param("max_speed_kmh", max_speed_kmh, DEFAULT_MAX_SPEED_KMH, MAX_SPEED_LIMIT_KMH)
-    return start, end, radius, min_s, limit
 
 
 REPORT_ROUTES: list[ControllerRouterHandler] = [device_summary, device_stops, device_trips]
