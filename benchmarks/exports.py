@@ -18,19 +18,18 @@ import asyncio
 import os
 import platform
 import random
-import re
 import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 from litestar import Litestar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.aws_emulators import DUMMY_CREDENTIALS, dynalite
+from tests.memory_watch import drain, reset_peak_rss, status_kb
 
 from trackstore.clock import FakeClock
 from trackstore.domain import Arrival, Location
@@ -102,63 +101,6 @@ async def dynalite_locations(count: int) -> AsyncIterator[LocationRepository]:
             yield repository
 
 
-def status_kb(field: str) -> int:
-    text = Path("/proc/self/status").read_text()
-    match = re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE)
-    return int(match.group(1)) if match else 0
-
-
-def reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
-async def drain(app: Litestar, path: str, query: str) -> tuple[int, int]:
-    """(status, body bytes) of a GET through the ASGI app; the body is counted, not kept."""
-    scope: dict[str, Any] = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": query.encode(),
-        "headers": [(b"host", b"benchmark")],
-        "client": ("127.0.0.1", 1234),
-        "server": ("benchmark", 80),
-        "state": {},
-    }
-    status = 0
-    size = 0
-    asked = False
-    finished = asyncio.Event()
-
-    async def receive() -> dict[str, Any]:
-        nonlocal asked
-        if not asked:
-            asked = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await finished.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal status, size
-        if message["type"] == "http.response.start":
-            status = message["status"]
-        elif message["type"] == "http.response.body":
-            size += len(message.get("body", b""))
-            if not message.get("more_body", False):
-                finished.set()
-
-    await app(scope, receive, send)  # type: ignore[arg-type]
-    return status, size
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--points", type=int, default=259_200)
@@ -184,12 +126,12 @@ async def measure(app: Litestar, points: int, backend: str) -> None:
     print(f"{points} locations of one device, {backend} backend")
     print(f"{'query':32} {'locations/s':>12} {'MB/s':>8} {'body MB':>8} {'peak RSS +MB':>13}")
     for query in FORMATS:
-        before = status_kb("VmRSS")
-        peak_known = reset_peak()
+        before = status_kb("VmRSS") or 0
+        peak_known = reset_peak_rss()
         started = time.perf_counter()
         status, size = await drain(app, "/locations/bus-1", query)
         seconds = time.perf_counter() - started
-        peak = status_kb("VmHWM" if peak_known else "VmRSS")
+        peak = status_kb("VmHWM" if peak_known else "VmRSS") or 0
         assert status == 200, status
         count = 1000 if query.startswith("format=json") else points
         print(

@@ -231,18 +231,17 @@ class DirectClient:
             scheme.get("signingRegion", client.meta.region_name),
         )
         http_session = client._endpoint.http_session
-        connections = None
-        if not http_session._proxy_config.proxy_url_for(url):
+        connections = self._connections.get(url)
+        if connections is None and not http_session._proxy_config.proxy_url_for(url):
             # aiobotocore's own TLS context: the same verification, the same client certificate.
             ssl_context, _ = await asyncio.to_thread(http_session._build_ssl_contexts, None)
-            connections = self._connections.get(url) or EndpointConnections(
+            connections = self._connections[url] = EndpointConnections(
                 url,
                 ssl_context,
                 http_session._max_pool_connections,
                 http_session._timeout.sock_connect,
                 http_session._timeout.sock_read,
             )
-            self._connections[url] = connections
         route = _Route(
             host=signer.host,
             signer=signer,

@@ -4,7 +4,6 @@ test drives the ASGI app directly, since the test client gathers the whole body.
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
@@ -15,7 +14,6 @@ import tracemalloc
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -23,6 +21,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from tests.memory_watch import drain, reset_peak_rss, status_kb
 from tests.unit.memory_api import MemoryApi
 from trackstore import track_formats
 from trackstore.clock import FakeClock
@@ -748,69 +747,6 @@ def fill(store: MemoryStore, device: str, count: int) -> None:
         )
 
 
-def _status_kb(field: str) -> int | None:
-    try:
-        text = Path("/proc/self/status").read_text()
-    except OSError:
-        return None
-    match = re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE)
-    return int(match.group(1)) if match else None
-
-
-def reset_peak_rss() -> bool:
-    """Resets VmHWM (the peak RSS) to the current RSS; False where Linux does not let it."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
-async def drain(app: Litestar, path: str, query: str) -> tuple[int, int]:
-    """GETs `path` through the ASGI app, dropping each body chunk as it comes: (status,
-    bytes). The test client would gather the whole body, which is what this must not measure."""
-    scope: dict[str, Any] = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": query.encode(),
-        "headers": [(b"host", b"testserver")],
-        "client": ("127.0.0.1", 1234),
-        "server": ("testserver", 80),
-        "state": {},
-    }
-    status = 0
-    size = 0
-    asked = False
-    finished = asyncio.Event()
-
-    async def receive() -> dict[str, Any]:
-        nonlocal asked
-        if not asked:
-            asked = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        # As a server does: the disconnect comes once the answer is complete.
-        await finished.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal status, size
-        if message["type"] == "http.response.start":
-            status = message["status"]
-        elif message["type"] == "http.response.body":
-            size += len(message.get("body", b""))
-            if not message.get("more_body", False):
-                finished.set()
-
-    await app(scope, receive, send)  # type: ignore[arg-type]
-    return status, size
-
-
 @pytest.mark.parametrize(
     "query",
     ["format=ndjson", "format=csv", "format=geojson", "format=geojson&geometry=line", "format=gpx"],
@@ -824,7 +760,7 @@ async def test_memory_a_month_of_fixes_streams_in_constant_memory(
     fill(api.store, "bus-1", MANY)
     app = api.app()
     await drain(app, "/locations/bus-1", "format=csv&end_time=0")  # warm up: imports, caches
-    before = _status_kb("VmRSS")
+    before = status_kb("VmRSS")
     if before is None:
         pytest.skip("no /proc/self/status: cannot read the RSS")
     peak_known = reset_peak_rss()
@@ -833,7 +769,7 @@ async def test_memory_a_month_of_fixes_streams_in_constant_memory(
     status, size = await drain(app, "/locations/bus-1", query)
     seconds = time.perf_counter() - started
 
-    after = _status_kb("VmHWM" if peak_known else "VmRSS") or 0
+    after = status_kb("VmHWM" if peak_known else "VmRSS") or 0
     assert status == 200
     assert size > MANY * 30  # the whole month went out
     assert (after - before) * 1024 < RSS_GROWTH_LIMIT, f"RSS grew {(after - before) / 1024:.1f} MB"

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
+from tests.memory_watch import drain, reset_peak_rss, status_kb
 from tests.unit.memory_api import MemoryApi
 from tests.unit.test_exports import (
     MANY,
@@ -23,9 +24,6 @@ from tests.unit.test_exports import (
     RSS_GROWTH_LIMIT,
     SECOND,
     Client,
-    _status_kb,
-    drain,
-    reset_peak_rss,
 )
 from trackstore.clock import FakeClock
 from trackstore.domain import Location, Order
@@ -308,14 +306,14 @@ async def test_memory_a_month_simplified_stays_within_the_export_budget(query: s
     wander(api.store, "bus-1", MANY)
     app = api.app()
     await drain(app, "/locations/bus-1", "format=csv&max_points=10&end_time=0")  # warm up
-    before = _status_kb("VmRSS")
+    before = status_kb("VmRSS")
     if before is None:
         pytest.skip("no /proc/self/status: cannot read the RSS")
     peak_known = reset_peak_rss()
 
     status, size = await drain(app, "/locations/bus-1", query)
 
-    after = _status_kb("VmHWM" if peak_known else "VmRSS") or 0
+    after = status_kb("VmHWM" if peak_known else "VmRSS") or 0
     assert status == 200
     assert size > 1000 * 30
     assert (after - before) * 1024 < RSS_GROWTH_LIMIT, f"RSS grew {(after - before) / 1024:.1f} MB"
