@@ -52,6 +52,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import botocore.session
+import msgspec
 from botocore.exceptions import ClientError
 from botocore.serialize import create_serializer
 
@@ -59,7 +60,6 @@ from trackstore.cli.fleet import Fleet
 from trackstore.cli.process import settle_garbage_collector
 from trackstore.clock import FakeClock
 from trackstore.domain import StreamRecord
-from trackstore.dynamodb.client import JsonBodySerializer
 from trackstore.dynamodb.devices import DynamoDeviceRepository
 from trackstore.dynamodb.locations import DynamoLocationRepository
 from trackstore.kinesis.kpl import aggregate
@@ -211,13 +211,15 @@ def _no_encoding(_operation: str, _parameters: dict[str, Any]) -> object:
 
 
 def wire_encoder(ours: bool) -> Encode:
-    """`--wire`: the request body each side's client would put on the wire. TrackStore's client
-    encodes it with msgspec (trackstore.dynamodb.client.JsonBodySerializer); boto3, as the old
-    service used it, validates the parameters and walks botocore's model."""
-    model = botocore.session.get_session().get_service_model("dynamodb")
-    serializer: Any = create_serializer("json", include_validation=not ours)
+    """`--wire`: the request body each side's client would put on the wire. TrackStore sends
+    these calls straight (trackstore.aws_direct), the body encoded by msgspec from the
+    parameters, Locations items already rendered as JSON (trackstore.dynamodb.item_json); boto3,
+    as the old service used it, validates the parameters and walks botocore's model."""
     if ours:
-        serializer = JsonBodySerializer(serializer)
+        encode = msgspec.json.Encoder().encode
+        return lambda _operation, parameters: encode(parameters)
+    model = botocore.session.get_session().get_service_model("dynamodb")
+    serializer: Any = create_serializer("json", include_validation=True)
     operations = {
         name: model.operation_model(name)
         for name in ("BatchWriteItem", "PutItem", "UpdateItem", "BatchGetItem")
@@ -225,6 +227,31 @@ def wire_encoder(ours: bool) -> Encode:
     return lambda operation, parameters: serializer.serialize_to_request(
         parameters, operations[operation]
     )
+
+
+class _S(msgspec.Struct):
+    S: str
+
+
+class _N(msgspec.Struct):
+    N: str
+
+
+class _Keyed(msgspec.Struct):
+    deviceId: _S
+    timestamp: _N
+    streamPosition: _S
+
+
+class _Put(msgspec.Struct):
+    Item: _Keyed
+
+
+class _Written(msgspec.Struct):
+    PutRequest: _Put
+
+
+_read_written = msgspec.json.Decoder(_Written).decode
 
 
 class FakeDynamoDB:
@@ -245,7 +272,15 @@ class FakeDynamoDB:
         self.encode("BatchWriteItem", {"RequestItems": RequestItems})
         for requests in RequestItems.values():
             for request in requests:
-                self._store(request["PutRequest"]["Item"])
+                # Rendered as DynamoDB JSON (trackstore.dynamodb.item_json): read back only what
+                # the conditions need, unless the payload check wants every item.
+                if isinstance(request, dict):  # as TrackStore wrote them before 2026-12-05
+                    self._store(request["PutRequest"]["Item"])
+                elif self.items is not None:
+                    self._store(msgspec.json.decode(request)["PutRequest"]["Item"])
+                else:
+                    item = _read_written(request).PutRequest.Item
+                    self.positions[item.deviceId.S, item.timestamp.N] = item.streamPosition.S
         return {"UnprocessedItems": {}}
 
     async def put_item(self, **request: Any) -> dict[str, Any]:
@@ -282,24 +317,47 @@ class FakeDynamoDB:
         self.calls["UpdateItem"] += 1
         self.encode("UpdateItem", request)
         device_id = request["Key"]["deviceId"]["S"]
+        names = request["ExpressionAttributeNames"]
         values = request["ExpressionAttributeValues"]
-        state = self.devices.get(device_id)
-        # attribute_not_exists(lastSeen), or lastSeen = :seen AND #at = :was (or not exists)
-        if state is None or "lastSeen" not in state:
-            holds = ":seen" not in values
-        else:
-            holds = values.get(":seen") == state["lastSeen"] and values.get(":was") == state.get(
-                "appliedThrough"
-            )
-        if not holds:
+        state = self.devices.get(device_id, {})
+        if not _activity_condition_holds(state, names, values):
             raise _condition_failed("UpdateItem")
         state = self.devices.setdefault(device_id, {})
         if ":ls" in values:
             state["lastSeen"] = values[":ls"]
-        state["appliedThrough"] = values[":at"]
+        marks = state.setdefault("appliedThrough", {"M": {}})["M"]
+        if ":at" in values:
+            marks.clear()
+            marks.update(values[":at"]["M"])
+        for key, shard in names.items():
+            if _is_shard_name(key):
+                marks[shard] = values[f":p{key[2:]}"]
         if self.updates is not None:
             self.updates.append(request)
         return {}
+
+
+def _activity_condition_holds(
+    state: dict[str, Any], names: dict[str, str], values: dict[str, Any]
+) -> bool:
+    """DynamoDeviceRepository's condition: lastSeen as read (or absent), and each named shard's
+    mark as read (or absent); a whole new map only where no map is stored."""
+    if values.get(":seen") != state.get("lastSeen"):
+        return False
+    marks = state.get("appliedThrough", {}).get("M")
+    if ":at" in values:
+        return marks is None
+    if marks is None:
+        return False
+    return all(
+        marks.get(shard) == values.get(f":w{key[2:]}")
+        for key, shard in names.items()
+        if _is_shard_name(key)
+    )
+
+
+def _is_shard_name(key: str) -> bool:
+    return key.startswith("#s") and key[2:].isdigit()  # #s0, #s1, ...; not #st (status)
 
 
 class SyncFakeDynamoDB:

@@ -118,12 +118,16 @@ def shard_of(position: str) -> str:
     return position.rsplit("/", 2)[0]
 
 
-def position_order(position: str) -> tuple[int, int]:
+def position_order(position: str) -> tuple[int, str, int]:
     """Sort key of a position within its shard (`shard/sequence/sub` or `sequence/sub`).
-    Sequence numbers grow with time within one shard; two shards' numbers are never compared."""
+    Sequence numbers grow with time within one shard; two shards' numbers are never compared.
+
+    A sequence number is a decimal of up to 128 bits: compared by length, then digits, which
+    orders them as numbers without converting each (int() of 56 digits was 5 % of ingest)."""
     parts = position.rsplit("/", 2)
     sequence, sub = parts[-2:] if len(parts) > 1 else (parts[0], "0")
-    return int(sequence), int(sub or 0)
+    digits = sequence.lstrip("0")
+    return len(digits), digits, int(sub or 0)
 
 
 class Arrival(msgspec.Struct, frozen=True, gc=False):

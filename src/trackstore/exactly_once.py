@@ -73,7 +73,7 @@ def plan(device_id: str, arrivals: Sequence[Arrival], mark: DeviceMark | None) -
     fresh: list[Arrival] = []
     checked: list[Arrival] = []
     replayed: list[Arrival] = []
-    last: dict[str, tuple[tuple[int, int], str]] = {}
+    last: dict[str, tuple[tuple[int, str, int], str]] = {}
     for arrival in arrivals:
         shard = shard_of(arrival.position)
         order = position_order(arrival.position)

@@ -9,7 +9,7 @@ import asyncio
 import datetime
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,7 @@ from aiobotocore.credentials import AioRefreshableCredentials
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
 from tests.aws_emulators import free_port
+from trackstore.aws import aws_session
 from trackstore.aws_direct import DirectClient
 from trackstore.dynamodb.client import dynamodb_client
 from trackstore.kinesis.client import kinesis_client
@@ -101,11 +102,16 @@ async def stub() -> AsyncIterator[Stub]:
 
 
 @pytest.fixture(autouse=True)
-def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: FROZEN)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
     monkeypatch.setenv("AWS_SESSION_TOKEN", "session-token")
+    # The process's one session keeps the credentials it found first: another test's, when one
+    # ran before in this process. These tests sign with their own.
+    aws_session.cache_clear()
+    yield
+    aws_session.cache_clear()
 
 
 def item(n: int) -> dict[str, Any]:

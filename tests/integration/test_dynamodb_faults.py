@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import msgspec
 import pytest
 
 from tests.faults import FaultyDynamo
@@ -113,15 +114,11 @@ async def test_items_still_unprocessed_at_the_deadline_fail_the_write(
 ) -> None:
     client, locations, _ = tables
     proxy.inject("BatchWriteItem", "unprocessed", times=10**6)
-    writer = BatchWriter(
-        faulty_client,
-        locations,
-        key=lambda item: (item["deviceId"]["S"], item["timestamp"]["N"]),
-        deadline_s=0.5,
-    )
+    writer = BatchWriter(faulty_client, locations, deadline_s=0.5)
+    item = b'{"deviceId": {"S": "bus-1"}, "timestamp": {"N": "1"}}'
 
     with pytest.raises(Error) as raised:
-        await writer.put([{"deviceId": {"S": "bus-1"}, "timestamp": {"N": "1"}}])
+        await writer.put([msgspec.Raw(b'{"PutRequest": {"Item": %s}}' % item)])
 
     assert raised.value.code is UNAVAILABLE
     assert writer.retries >= 2

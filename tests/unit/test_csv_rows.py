@@ -10,26 +10,10 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.location_strategies import LOCATIONS
 from trackstore.domain import Location
 from trackstore.timefmt import format_ms
 from trackstore.track_formats import CSV_COLUMNS, CsvWriter
-
-MEASURE = st.none() | st.floats(allow_nan=False, allow_infinity=False, width=64)
-SCALARS = st.none() | st.booleans() | st.integers(-(10**12), 10**12) | st.text(max_size=20)
-LOCATIONS = st.builds(
-    Location,
-    device_id=st.from_regex(r"[A-Za-z0-9._:-]{1,20}", fullmatch=True),
-    timestamp=st.integers(0, 253_402_300_799_999),
-    latitude=st.floats(-90, 90),
-    longitude=st.floats(-180, 180),
-    speed=MEASURE,
-    heading=MEASURE,
-    altitude=MEASURE,
-    accuracy=MEASURE,
-    battery=MEASURE,
-    received_at=st.integers(0, 253_402_300_799_999),
-    attributes=st.none() | st.dictionaries(st.text(max_size=10), SCALARS, max_size=4),
-)
 
 
 def cell(value: float | None) -> str:

@@ -4,9 +4,11 @@ replayed against a device's mark, and what the device update then says."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.helpers import NOW_MS, SECOND_MS, location
-from trackstore.domain import Arrival, DeviceMark, stream_position
+from trackstore.domain import Arrival, DeviceMark, position_order, stream_position
 from trackstore.exactly_once import plan
 
 A = "shardId-a"
@@ -111,3 +113,19 @@ def test_nothing_counted_newer_than_last_seen_leaves_it() -> None:
     activity = plan("bus-1", [late], MARK_A_100).activity([])
 
     assert (activity.added, activity.newest) == (0, None)
+
+
+SEQUENCES = st.integers(0, 2**128 - 1)
+SUBS = st.integers(0, 10**5)
+
+
+@given(SEQUENCES, SUBS, SEQUENCES, SUBS, st.integers(0, 30))
+def test_positions_order_as_their_numbers(
+    a: int, sub_a: int, b: int, sub_b: int, padding: int
+) -> None:
+    # Kinesis writes sequence numbers without leading zeros, the memory stream pads them.
+    first = position_order(stream_position("shardId-1", str(a), sub_a))
+    second = position_order(stream_position("shardId-1", str(b).zfill(padding), sub_b))
+
+    assert (first < second) == ((a, sub_a) < (b, sub_b))
+    assert (first == second) == ((a, sub_a) == (b, sub_b))

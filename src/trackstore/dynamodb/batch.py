@@ -1,12 +1,14 @@
-"""BatchWriteItem done right: duplicates removed, chunks of 25 sent concurrently with a bound,
+"""BatchWriteItem done right: chunks of 25 sent concurrently with a bound,
 UnprocessedItems retried with capped exponential backoff and jitter until a deadline."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
+
+import msgspec
 
 from trackstore.backoff import Backoff
 from trackstore.dynamodb.client import translate_write
@@ -21,32 +23,29 @@ class BatchWriter:
         self,
         client: Any,
         table: str,
-        key: Callable[[Item], tuple[str, ...]],
         concurrency: int = 8,
         deadline_s: float = 20.0,
         backoff: Backoff | None = None,
     ) -> None:
         self._client = client
         self._table = table
-        self._key = key
         self._limit = asyncio.Semaphore(concurrency)
         self._deadline_s = deadline_s
         self._backoff = backoff or Backoff(base=0.05, cap=2.0)
         self.retries = 0  # UnprocessedItems rounds, for metrics and tests
 
-    async def put(self, items: Sequence[Item]) -> None:
-        """Writes every item, or raises Error(UNAVAILABLE), or Error(INVALID) when DynamoDB
-        refuses a value (then the other chunks may be written); a repeated key keeps its last item,
-        since DynamoDB refuses a batch that names one key twice."""
-        unique = {self._key(item): item for item in items}.values()
-        await self._write([{"PutRequest": {"Item": item}} for item in unique])
+    async def put(self, requests: Collection[msgspec.Raw]) -> None:
+        """Sends these PutRequests (as DynamoDB JSON, each key once: DynamoDB refuses a batch
+        that names one key twice). Writes every item, or raises Error(UNAVAILABLE), or
+        Error(INVALID) when DynamoDB refuses a value (then the other chunks may be written)."""
+        await self._write(list(requests))
 
     async def delete(self, keys: Sequence[Item]) -> None:
         """Deletes the items with these keys (each given once), as `put` writes: every one, or
         raises."""
         await self._write([{"DeleteRequest": {"Key": key}} for key in keys])
 
-    async def _write(self, requests: list[dict[str, Any]]) -> None:
+    async def _write(self, requests: list[Any]) -> None:
         if not requests:
             return
         deadline = time.monotonic() + self._deadline_s
@@ -55,7 +54,7 @@ class BatchWriter:
         ]
         await asyncio.gather(*(self._write_chunk(chunk, deadline) for chunk in chunks))
 
-    async def _write_chunk(self, requests: list[dict[str, Any]], deadline: float) -> None:
+    async def _write_chunk(self, requests: list[Any], deadline: float) -> None:
         attempt = 0
         while requests:
             async with self._limit:

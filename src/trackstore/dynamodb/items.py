@@ -13,15 +13,22 @@ import math
 from decimal import Decimal
 from typing import Any
 
+import msgspec
+
 from trackstore.domain import Device, Location, Scalar
-from trackstore.timefmt import utc_date
+from trackstore.timefmt import DAY_MS, utc_date
 
 Item = dict[str, dict[str, Any]]
 
+_encode_float = msgspec.json.Encoder().encode
 _OPTIONAL = ("speed", "heading", "altitude", "accuracy", "battery")
 
 
 def number(value: float) -> dict[str, str]:
+    return {"N": number_text(value)}
+
+
+def number_text(value: float) -> str:
     """A DynamoDB N: repr's shortest exact digits (at most 17), written out without an exponent.
 
     Spelling a float's binary value out in full (`format(x, ".17f")`) gave 1e40 41 significant
@@ -29,14 +36,15 @@ def number(value: float) -> dict[str, str]:
     (trackstore.values) have already refused what no spelling could store.
     """
     if isinstance(value, int):
-        return {"N": str(value)}
-    text = repr(value)
-    # Python writes exponents, and inf/nan, only with a lower-case e or n: one test for both.
+        return str(value)
+    # msgspec writes the same shortest digits as repr at a quarter of its cost (tested equal),
+    # exponents and nan/inf (as null) only with a lower-case e or n: one test for both.
+    text = _encode_float(value).decode()
     if "e" in text or "n" in text:
         if not math.isfinite(value):
             raise ValueError(f"DynamoDB cannot store {value}")
         text = format(Decimal(text), "f")
-    return {"N": text}
+    return text
 
 
 def to_value(value: Any) -> dict[str, Any]:
@@ -75,12 +83,16 @@ def from_value(value: dict[str, Any]) -> Any:
 
 def date_key(device_id: str, timestamp: int, shards: int) -> str:
     """The GSI partition: the UTC day, spread over `shards` write shards by device."""
-    return f"{utc_date(timestamp)}#{_write_shard(device_id, shards):02d}"
+    return _date_key(device_id, timestamp // DAY_MS, shards)
 
 
 @functools.lru_cache(maxsize=65_536)
+def _date_key(device_id: str, day: int, shards: int) -> str:
+    # A fleet's devices come back batch after batch, day after day: each key is made once.
+    return f"{utc_date(day * DAY_MS)}#{_write_shard(device_id, shards):02d}"
+
+
 def _write_shard(device_id: str, shards: int) -> int:
-    # A fleet's devices come back batch after batch: hash each once.
     return int.from_bytes(hashlib.md5(device_id.encode()).digest()[:4], "big") % shards
 
 

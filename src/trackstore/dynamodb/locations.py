@@ -10,6 +10,7 @@ from trackstore.clock import wall_clock_ms
 from trackstore.domain import Arrival, HistoryQuery, Location, Order, Page, WindowQuery
 from trackstore.dynamodb.batch import BatchWriter
 from trackstore.dynamodb.client import TableProbe, conditional, translate
+from trackstore.dynamodb.item_json import put_request
 from trackstore.dynamodb.items import Item, location_from_item, location_item
 from trackstore.dynamodb.tables import TTL_ATTRIBUTE
 from trackstore.dynamodb.window import FleetWindow
@@ -23,10 +24,6 @@ ALIVE = "#exp > :now"
 MAX_LATEST_LOOKS = 4
 # `timestamp` and `date` are DynamoDB reserved words: always aliased.
 _NAMES = {"#ts": "timestamp", "#dev": "deviceId"}
-
-
-def _key(item: Item) -> tuple[str, ...]:
-    return item["deviceId"]["S"], item["timestamp"]["N"]
 
 
 class DynamoLocationRepository:
@@ -44,7 +41,7 @@ class DynamoLocationRepository:
         self._table = table
         self._ttl_ms = ttl_days * DAY_MS
         self._date_shards = date_shards
-        self._writer = BatchWriter(client, table, _key, concurrency=concurrency)
+        self._writer = BatchWriter(client, table, concurrency=concurrency)
         self._limit = asyncio.Semaphore(concurrency)
         self._probe = TableProbe(client, table)
         self._window = FleetWindow(client, table, date_shards, clock)
@@ -55,7 +52,16 @@ class DynamoLocationRepository:
         return item
 
     async def put_many(self, arrivals: Sequence[Arrival]) -> None:
-        await self._writer.put([self._item(arrival) for arrival in arrivals])
+        # Rendered straight to DynamoDB JSON (item_json): this runs for every record stored. A
+        # repeated key keeps its last arrival.
+        ttl_ms, date_shards = self._ttl_ms, self._date_shards
+        requests = {
+            (arrival.location.device_id, arrival.location.timestamp): put_request(
+                arrival.location, arrival.position, ttl_ms, date_shards
+            )
+            for arrival in arrivals
+        }
+        await self._writer.put(requests.values())
 
     async def put_new(self, arrivals: Sequence[Arrival]) -> list[Location]:
         decided = await asyncio.gather(*(self._put_if_absent(a) for a in arrivals))

@@ -185,13 +185,14 @@ class ShardReader:
             sequence = record["SequenceNumber"]
             arrival = record.get("ApproximateArrivalTimestamp")
             arrival_ms = int(arrival.timestamp() * 1000) if arrival is not None else 0
+            length, digits, _ = position_order(sequence) if after is not None else (0, "", 0)
             parts = deaggregate(record["Data"])
             if parts is None:
                 pieces = [(record["PartitionKey"], record["Data"])]
             else:
                 pieces = [(part.partition_key, part.data) for part in parts]
             for sub, (partition_key, data) in enumerate(pieces):
-                if after is not None and (int(sequence), sub) <= after:
+                if after is not None and (length, digits, sub) <= after:
                     continue  # processed before a restart inside this record
                 records.append(
                     StreamRecord(
