@@ -40,6 +40,9 @@ def port_taken(port: int) -> Iterator[None]:
     """Something listens on 127.0.0.1:`port` for the block: the caller, unless another process
     on the host has it already."""
     sock = socket.socket()
+    # As every server sets it: else a connection of an earlier test, closed but in TIME_WAIT on
+    # the port, makes the bind fail, and the block would run with the port free.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(("127.0.0.1", port))
         sock.listen()

@@ -111,9 +111,10 @@ def _shared_fixture_group(item: pytest.Item) -> str | None:
     """The xdist group of a test that uses a fixture wider than one test: its module's, or the
     session fixture's; None when it can run on any process."""
     module = getattr(item, "module", None)
-    if module is not None and hasattr(module, "DEFAULT_CONSUMER_METRICS_PORT"):
-        # It holds, or needs free, the consumer's default metrics port: a host-wide resource,
-        # so these modules run on one process, one test after another.
+    if getattr(module, "USES_CONSUMER_METRICS_PORT", False):
+        # It holds, or needs free, or may take (a `consume` that stops after it listens) the
+        # consumer's default metrics port: a host-wide resource, so these modules run on one
+        # process, one test after another.
         return "default-consumer-metrics-port"
     info = getattr(item, "_fixtureinfo", None)
     if info is None:
@@ -141,6 +142,21 @@ def _run_order(item: pytest.Item) -> int:
     return RUN_ORDER.index(directory) if directory in RUN_ORDER else len(RUN_ORDER)
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Loud, not flaky, if xdist stops honouring the groups (it did with pytest 9.2)."""
+    if not getattr(session.config.option, "loadgroup", False):  # set on xdist's processes only
+        return
+    for item in session.items:
+        if item.get_closest_marker("xdist_group") and "@" not in item.nodeid:
+            raise pytest.UsageError(
+                f"pytest-xdist ignored the xdist_group of {item.nodeid}: tests that share a "
+                "port or a module's fixtures would run at once (pytest-dev/pytest-xdist#1386)"
+            )
+
+
+# First: xdist's own hook on each process reads the xdist_group marks to name the groups.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     items.sort(key=_run_order)  # stable: each module's tests stay together, in their order
     if not config.pluginmanager.hasplugin("xdist"):

@@ -26,6 +26,9 @@ from trackstore.dynamodb import DynamoDeviceRepository, dynamodb_client
 from trackstore.kinesis.client import kinesis_client
 from trackstore.kinesis.producer import Producer
 
+# The consumer's default metrics port is the host's: see tests/conftest.py.
+USES_CONSUMER_METRICS_PORT = True
+
 SHARDS = 2
 DEVICES = 20
 PER_DEVICE = 10

@@ -29,6 +29,9 @@ from trackstore.cli.process import listen
 from trackstore.config import DEFAULT_CONSUMER_METRICS_PORT, Backend, Settings
 from trackstore.container import build_container
 
+# The consumer's default metrics port is the host's: see tests/conftest.py.
+USES_CONSUMER_METRICS_PORT = True
+
 CONFIG_VARIABLES = (
     "AWS_REGION",
     "AWS_DEFAULT_REGION",

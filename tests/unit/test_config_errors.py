@@ -22,6 +22,9 @@ from trackstore import aws
 from trackstore.aws import NO_CREDENTIALS, check_aws_configuration, check_credentials
 from trackstore.errors import INVALID, Error
 
+# The consumer's default metrics port is the host's: see tests/conftest.py.
+USES_CONSUMER_METRICS_PORT = True
+
 run = test_cli.run  # the fixture: `trackstore` in-process, from an empty directory
 
 # simulate needs its flags to get as far as the configuration.

@@ -58,28 +58,34 @@ async def consume(
     the host holds 9100; a port configured explicitly is used or the command fails; 0: off."""
     settings = container.settings()
     sock = _metrics_socket(metrics_host, metrics_port)
-    async with opened(container):
-        consumer = container.consumer()
-        worker = container.worker_id()
-        log.info(
-            "consumer starting",
-            extra={"worker": worker, "stream": settings.kinesis_stream_name},
-        )
+    try:
+        async with opened(container):
+            consumer = container.consumer()
+            worker = container.worker_id()
+            log.info(
+                "consumer starting",
+                extra={"worker": worker, "stream": settings.kinesis_stream_name},
+            )
+            if sock is not None:
+                url = http_url(sock)
+                log.info(f"metrics and health on {url}", extra={"worker": worker, "url": url})
+            running = asyncio.create_task(consumer.run())
+            side = []
+            if sock is not None:
+                app = create_consumer_app(container.metrics(), container.consumer_health())
+                side.append(asyncio.create_task(serve_http(app, sock, stop)))
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait({running, stopper, *side}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            await consumer.stop()
+            stop.set()
+            await running  # finishes the batches in hand, checkpoints, releases the leases
+            await asyncio.gather(*side)
+    finally:
+        # Closed here too: when the start fails (no stream, no table), nothing served on it,
+        # and a `consume` run in process (the demo, tests) must not keep the port.
         if sock is not None:
-            url = http_url(sock)
-            log.info(f"metrics and health on {url}", extra={"worker": worker, "url": url})
-        running = asyncio.create_task(consumer.run())
-        side = []
-        if sock is not None:
-            app = create_consumer_app(container.metrics(), container.consumer_health())
-            side.append(asyncio.create_task(serve_http(app, sock, stop)))
-        stopper = asyncio.create_task(stop.wait())
-        await asyncio.wait({running, stopper, *side}, return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        await consumer.stop()
-        stop.set()
-        await running  # finishes the batches in hand, checkpoints, releases the leases
-        await asyncio.gather(*side)
+            sock.close()
 
 
 def _metrics_socket(host: str, port: int | None) -> socket.socket | None:

@@ -56,7 +56,7 @@ def _value(value: object) -> str:
     # By exact type, commonest first; bool before the int | float check (True is an int too).
     kind = type(value)
     if kind is str:
-        return _string_value(value)  # type: ignore[arg-type]
+        return _string_value(value)
     if kind is float or kind is int:
         return f'{{"N":"{number_text(value)}"}}'  # type: ignore[arg-type]
     if kind is bool:
