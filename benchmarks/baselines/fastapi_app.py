@@ -249,6 +249,51 @@ def _decode_token(token: str, scope: str) -> Any:
 # -- app ----------------------------------------------------------------------------------------
 
 
+def _device_out(device: DeviceRecord, now: datetime) -> DeviceOut:
+    if device.last_seen is None:
+        status = "registered"
+    elif now - device.last_seen <= ACTIVE_WINDOW:
+        status = "active"
+    else:
+        status = "inactive"
+    return DeviceOut(
+        device_id=device.device_id,
+        status=status,
+        last_seen=device.last_seen,
+        last_location=device.last_location,
+        total_updates=device.total_updates,
+        registered_at=device.registered_at,
+        name=device.name,
+        metadata=device.metadata,
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Errors as RFC 9457 problem+json, 400 for bad parameters, as the contract asks."""
+
+    def problem(request: Request, status: int, title: str, detail: str) -> JSONResponse:
+        body = Problem(title=title, status=status, detail=detail, instance=request.url.path)
+        return JSONResponse(
+            body.model_dump(), status_code=status, media_type="application/problem+json"
+        )
+
+    @app.exception_handler(HTTPException)
+    async def http_problem(request: Request, exc: HTTPException) -> JSONResponse:
+        title = "Not Found" if exc.status_code == 404 else "Error"
+        return problem(request, exc.status_code, title, str(exc.detail))
+
+    @app.exception_handler(BadRequest)
+    async def bad_request(request: Request, exc: BadRequest) -> JSONResponse:
+        return problem(request, 400, "Bad Request", exc.detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_parameters(request: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        return problem(request, 400, "Bad Request", detail)
+
+
 def create_app(devices: int = SEED_DEVICES, points: int = SEED_POINTS) -> FastAPI:
     store = Store()
 
@@ -321,24 +366,6 @@ def create_app(devices: int = SEED_DEVICES, points: int = SEED_POINTS) -> FastAP
             token = _encode_token(scope, last_ms)
         return History(device_id=device_id, locations=chosen, next_token=token)
 
-    def _device_out(device: DeviceRecord, now: datetime) -> DeviceOut:
-        if device.last_seen is None:
-            status = "registered"
-        elif now - device.last_seen <= ACTIVE_WINDOW:
-            status = "active"
-        else:
-            status = "inactive"
-        return DeviceOut(
-            device_id=device.device_id,
-            status=status,
-            last_seen=device.last_seen,
-            last_location=device.last_location,
-            total_updates=device.total_updates,
-            registered_at=device.registered_at,
-            name=device.name,
-            metadata=device.metadata,
-        )
-
     @app.get("/devices/{device_id}", response_model=DeviceOut, response_model_exclude_unset=True)
     async def get_device(device_id: DeviceId) -> DeviceOut:
         device = store.devices.get(device_id)
@@ -365,28 +392,7 @@ def create_app(devices: int = SEED_DEVICES, points: int = SEED_POINTS) -> FastAP
             next_token=_encode_token("devices", chosen[-1]) if more else None,
         )
 
-    def problem(request: Request, status: int, title: str, detail: str) -> JSONResponse:
-        body = Problem(title=title, status=status, detail=detail, instance=request.url.path)
-        return JSONResponse(
-            body.model_dump(), status_code=status, media_type="application/problem+json"
-        )
-
-    @app.exception_handler(HTTPException)
-    async def http_problem(request: Request, exc: HTTPException) -> JSONResponse:
-        title = "Not Found" if exc.status_code == 404 else "Error"
-        return problem(request, exc.status_code, title, str(exc.detail))
-
-    @app.exception_handler(BadRequest)
-    async def bad_request(request: Request, exc: BadRequest) -> JSONResponse:
-        return problem(request, 400, "Bad Request", exc.detail)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_parameters(request: Request, exc: RequestValidationError) -> JSONResponse:
-        detail = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
-        )
-        return problem(request, 400, "Bad Request", detail)
-
+    install_problem_handlers(app)
     return app
 
 
