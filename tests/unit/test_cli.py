@@ -88,7 +88,12 @@ def run(
         captured = capsys.readouterr()
         return Result(code, captured.out, captured.err)
 
+    # main() also exports a .env file into os.environ, as the process it normally is should:
+    # here that would outlive the test and configure every later one in this process.
+    saved_environ = dict(os.environ)
     yield invoke
+    os.environ.clear()
+    os.environ.update(saved_environ)
     root.handlers[:] = saved_handlers
     root.setLevel(saved_level)
     for name, level in quiet.items():
