@@ -38,6 +38,12 @@ def tracer() -> trace.Tracer:
     return _tracer_of(trace.get_tracer_provider())
 
 
+def tracing_on() -> bool:
+    """Whether a tracer provider is installed (configure_tracing, or a test's): without one,
+    OpenTelemetry's API makes spans that go nowhere, and callers may skip making them."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
 @functools.lru_cache(maxsize=8)
 def _tracer_of(provider: trace.TracerProvider) -> trace.Tracer:
     # get_tracer builds a new Tracer on every call; a request or an AWS call needs only one.

@@ -445,6 +445,29 @@ async def test_other_client_errors_count_as_errors(exporter: InMemorySpanExporte
     assert sample(metrics, "trackstore_aws_calls_total", **labels, outcome="throttled") is None
 
 
+async def test_without_tracing_aws_calls_make_no_span_and_are_still_counted(
+    exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As `serve` and `consume` run with no OTLP endpoint configured: no provider installed.
+    monkeypatch.setattr("trackstore.aws.tracing_on", lambda: False)
+    metrics = Metrics()
+    client = TracedClient(FakeDynamoDB(), "DynamoDB", metrics)
+
+    response = await client.batch_write_item(RequestItems={"locations": [put_request(1)] * 2})
+    with pytest.raises(ClientError):
+        await client.put_item(TableName="devices", Item={"pk": {"S": "bus-1"}})
+
+    assert len(response["UnprocessedItems"]["locations"]) == 1
+    assert named(exporter, "DynamoDB.BatchWriteItem") == []
+    assert named(exporter, "DynamoDB.PutItem") == []
+    batch = {"service": "DynamoDB", "operation": "BatchWriteItem"}
+    assert sample(metrics, "trackstore_aws_calls_total", **batch, outcome="ok") == 1
+    assert sample(metrics, "trackstore_aws_retries_total", **batch) == 2
+    assert sample(metrics, "trackstore_dynamodb_unprocessed_items_total") == 1
+    put = {"service": "DynamoDB", "operation": "PutItem"}
+    assert sample(metrics, "trackstore_aws_calls_total", **put, outcome="throttled") == 1
+
+
 # -- JSON logs -------------------------------------------------------------------------------------
 
 
