@@ -45,7 +45,7 @@ from tests.aws_emulators import DUMMY_CREDENTIALS, dynalite
 from trackstore.clock import FakeClock
 from trackstore.domain import DeviceActivity, DeviceMark, Location, stream_position
 from trackstore.dynamodb import DynamoDeviceRepository, dynamodb_client
-from trackstore.dynamodb.devices import FLEET_BUCKETS, SCAN_SEGMENTS
+from trackstore.dynamodb.fleet_changes import FLEET_BUCKETS, SCAN_SEGMENTS
 from trackstore.dynamodb.tables import devices_table, ensure_table
 from trackstore.snapshot import OVERLAP_MS, FleetSnapshot
 

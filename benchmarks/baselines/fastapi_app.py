@@ -396,25 +396,30 @@ def create_app(devices: int = SEED_DEVICES, points: int = SEED_POINTS) -> FastAP
     return app
 
 
-def main() -> None:
+def serve(app: FastAPI, host: str, port: int) -> None:
+    """As both baselines are measured: uvicorn, uvloop, httptools, no access log, one worker."""
     import uvicorn
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8001)
-    parser.add_argument("--seed-devices", type=int, default=SEED_DEVICES)
-    parser.add_argument("--seed-points", type=int, default=SEED_POINTS)
-    args = parser.parse_args()
     uvicorn.run(
-        create_app(args.seed_devices, args.seed_points),
-        host=args.host,
-        port=args.port,
+        app,
+        host=host,
+        port=port,
         loop="uvloop",
         http="httptools",
         access_log=False,
         log_level="warning",
         workers=1,
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--seed-devices", type=int, default=SEED_DEVICES)
+    parser.add_argument("--seed-points", type=int, default=SEED_POINTS)
+    args = parser.parse_args()
+    serve(create_app(args.seed_devices, args.seed_points), args.host, args.port)
 
 
 if __name__ == "__main__":

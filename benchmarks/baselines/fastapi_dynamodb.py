@@ -40,6 +40,7 @@ from fastapi_app import (
     _ms_to_datetime,
     _parse_time,
     install_problem_handlers,
+    serve,
 )
 
 _OPTIONAL = ("speed", "heading", "altitude", "accuracy", "battery")
@@ -178,22 +179,11 @@ def create_app() -> FastAPI:
 
 
 def main() -> None:
-    import uvicorn
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8002)
     args = parser.parse_args()
-    uvicorn.run(
-        create_app(),
-        host=args.host,
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level="warning",
-        workers=1,
-    )
+    serve(create_app(), args.host, args.port)
 
 
 if __name__ == "__main__":

@@ -80,4 +80,4 @@ def _string_value(text: str) -> str:
 @functools.lru_cache(maxsize=65_536)
 def _name(text: str) -> str:
     """A JSON string literal of what recurs: device ids and attribute names."""
-    return _quote(text).decode()
+    return _string(text)
